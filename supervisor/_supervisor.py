@@ -1,0 +1,660 @@
+"""The :class:`Supervisor`: lifecycle, spawning and inspection.
+
+Lifetimes. A supervisor is single-use: ``NEW → RUNNING → CLOSING → CLOSED``.
+``startup()`` opens the app-scoped nursery in the calling task (the ASGI
+lifespan task) and ``shutdown()`` closes it there; ``async with sup:`` does
+both around a block. Tasks never outlive the supervisor: shutdown drains them
+for ``shutdown_timeout`` seconds, cancels what is left, gives cancelled tasks
+a short grace to unwind, and reports every one of them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import attrs
+import structlog
+
+from . import _prepare, _registry
+from ._backend import current_backend
+from ._events import EventHandler, EventSink, safe_log
+from ._records import ShutdownReport, SupervisorStats
+from ._runner import Runner
+from ._task import DEFAULT_OPTIONS, BackgroundTask, Retry, TaskOptions, TaskState
+from .exceptions import Overloaded, SupervisorClosed, SupervisorError, SupervisorNotStarted
+
+__all__ = ["Spawner", "Supervisor"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_default_logger = structlog.get_logger("supervisor")
+
+#: Seconds cancelled tasks get to unwind after the shutdown deadline before
+#: they are reported as abandoned; keeps shutdown within ``timeout + 1 s``.
+CANCEL_GRACE = 0.5
+
+
+class _Phase(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+def _check_limit(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int or None (no limit), got {value!r}")
+    return value
+
+
+def _check_seconds(name: str, value: float, *, zero_ok: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+    return float(value)
+
+
+class _TaskTable(Mapping[str, BackgroundTask[Any]]):
+    """Read-only view over live tasks plus the bounded history."""
+
+    __slots__ = ("_history", "_live")
+
+    def __init__(self, live: dict[str, Any], history: dict[str, Any]) -> None:
+        self._live = live
+        self._history = history
+
+    def __getitem__(self, task_id: str) -> BackgroundTask[Any]:
+        task = self._live.get(task_id)
+        if task is None:
+            task = self._history[task_id]
+        return task  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from list(self._live)
+        yield from list(self._history)
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._history)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._live or task_id in self._history
+
+    def __repr__(self) -> str:
+        return f"<supervisor tasks live={len(self._live)} history={len(self._history)}>"
+
+
+class Supervisor:
+    """Owns every background task of an application, from spawn to report.
+
+    See :doc:`concepts` for the lifecycle. In short::
+
+        sup = Supervisor(name="app", shutdown_timeout=10)
+        async with sup:  # or: await sup.startup() ... await sup.shutdown()
+            task = await sup.spawn(send_email, to="a@example.com")
+
+    Per-task options (name, task id, timeout, retry, shield) never mix with
+    the task function's arguments: use :meth:`options`.
+    """
+
+    def __init__(
+        self,
+        name: str = "app",
+        *,
+        shutdown_timeout: float = 10.0,
+        max_concurrency: int | None = None,
+        max_pending: int | None = None,
+        thread_limit: int | anyio.CapacityLimiter = 40,
+        history: int = 1000,
+        on_event: EventHandler | None = None,
+        logger: Any = None,
+        event_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Supervisor name must be a non-empty str, got {name!r}")
+        self.name = name
+        self.shutdown_timeout = _check_seconds("shutdown_timeout", shutdown_timeout)
+        self.max_concurrency = _check_limit("max_concurrency", max_concurrency)
+        self.max_pending = _check_limit("max_pending", max_pending)
+        if self.max_pending is not None and self.max_concurrency is None:
+            raise ValueError(
+                f"max_pending={max_pending!r} needs max_concurrency: without a "
+                "concurrency limit no task ever waits. Set max_concurrency too, or "
+                "drop max_pending"
+            )
+        if isinstance(thread_limit, int | bool) and not isinstance(thread_limit, bool):
+            _check_limit("thread_limit", thread_limit)
+        elif not isinstance(thread_limit, anyio.CapacityLimiter):
+            raise TypeError(
+                f"thread_limit must be a positive int or an anyio.CapacityLimiter, "
+                f"got {thread_limit!r}"
+            )
+        self.thread_limit = thread_limit
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ValueError(
+                f"history must be an int >= 0 (finished tasks kept), got {history!r}"
+            )
+        self.history = history
+        if on_event is not None and not callable(on_event):
+            raise TypeError(
+                f"on_event must be a callable (event_name, data), got {on_event!r}"
+            )
+        self.on_event = on_event
+        self.event_timeout = _check_seconds("event_timeout", event_timeout, zero_ok=False)
+        self.logger = _default_logger if logger is None else logger
+
+        self._phase = _Phase.NEW
+        self._runner: Runner | None = None
+        self._host: anyio.TaskInfo | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+        self._body_scope: anyio.CancelScope | None = None
+        self._fatal: BaseException | None = None
+        self._shutdown_started = False
+        self._report: ShutdownReport | None = None
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self._seq = 0
+        self._tasks = _TaskTable({}, {})
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the supervisor's nursery in the calling (lifespan) task.
+
+        Idempotent: on a started supervisor it does nothing, from any task
+        (QakeAPI runs startup hooks twice). After shutdown it raises
+        :class:`SupervisorError`: supervisors are single-use.
+        """
+        if self._phase is _Phase.RUNNING:
+            return
+        if self._phase is _Phase.STARTING:
+            raise SupervisorError(
+                f"Supervisor {self.name!r} is being started by another task; await "
+                "startup() once, in the app's lifespan"
+            )
+        if self._phase is not _Phase.NEW:
+            raise SupervisorError(
+                f"Supervisor {self.name!r} is {self._phase.value}; a supervisor is "
+                "single-use: create a new Supervisor for a new lifespan"
+            )
+        self._phase = _Phase.STARTING
+        try:
+            backend = current_backend()
+            threads = self.thread_limit
+            if not isinstance(threads, anyio.CapacityLimiter):
+                threads = anyio.CapacityLimiter(threads)
+            mc, mp = self.max_concurrency, self.max_pending
+            runner = Runner(
+                name=self.name,
+                backend=backend,
+                logger=self.logger,
+                sink=(
+                    None
+                    if self.on_event is None
+                    else EventSink(self.on_event, self.logger, self.event_timeout)
+                ),
+                concurrency=None if mc is None else anyio.CapacityLimiter(mc),
+                threads=threads,
+                admission=None if mp is None else anyio.CapacityLimiter(mc + mp),  # type: ignore[operator]
+                history_limit=self.history,
+                on_fatal=self._on_fatal,
+            )
+            self._host = anyio.get_current_task()
+            self._token = anyio.lowlevel.current_token()
+            self._loop_thread = threading.get_ident()
+            await backend.open()
+        except BaseException:
+            self._phase = _Phase.NEW
+            raise
+        self._runner = runner
+        self._tasks = _TaskTable(runner.live, runner.history)
+        self._phase = _Phase.RUNNING
+        _registry.register(self)
+        safe_log(self.logger, "info", "supervisor:started", supervisor=self.name)
+
+    async def shutdown(self, timeout: float | None = None) -> ShutdownReport:
+        """Refuse new work, drain, cancel what is left, and report.
+
+        Running and pending tasks get ``timeout`` seconds (default
+        ``shutdown_timeout``) to finish; then the rest are cancelled with
+        reason ``"shutdown"`` and get up to 0.5 s to unwind. Sync tasks whose
+        threads are still busy are reported as abandoned; shielded tasks are
+        waited for. Idempotent: later calls return the same report. Must be
+        awaited in the task (and cancel-scope nesting) that called
+        :meth:`startup`; pass ``timeout=`` rather than wrapping it in your
+        own ``move_on_after``.
+        """
+        if timeout is not None:
+            timeout = _check_seconds("shutdown(timeout=...)", timeout)
+        if self._phase is _Phase.CLOSED:
+            return self._report or ShutdownReport()
+        if self._phase is _Phase.NEW:
+            self._phase = _Phase.CLOSED
+            self._report = ShutdownReport()
+            return self._report
+        if self._phase is _Phase.STARTING:
+            raise SupervisorError(
+                f"Supervisor {self.name!r} is still starting; await startup() "
+                "before shutdown()"
+            )
+        self._check_host("shutdown()")
+        runner = self._runner
+        assert runner is not None
+        if not self._shutdown_started:
+            # Check before anything changes, so that a misplaced call can be
+            # retried from the right place.
+            runner.backend.check_nesting()
+            self._shutdown_started = True
+        self._phase = _Phase.CLOSING
+        try:
+            report = await self._drain_and_cancel(
+                runner, self.shutdown_timeout if timeout is None else timeout
+            )
+        finally:
+            # Not inside a scope of ours: closing the nursery exits the scope
+            # startup() entered, which must be the innermost one here.
+            await runner.backend.close()
+            self._phase = _Phase.CLOSED
+            _registry.unregister(self)
+        self._report = report
+        safe_log(
+            self.logger,
+            "warning" if report.cancelled else "info",
+            "supervisor:shutdown",
+            supervisor=self.name,
+            drained=report.completed,
+            cancelled_at_deadline=len(report.cancelled),
+            abandoned=len(report.abandoned),
+            shielded=len(report.shielded),
+            duration_s=round(report.duration_s, 6),
+            totals=self.stats().totals(),
+        )
+        if self._fatal is not None:
+            raise self._fatal
+        return report
+
+    async def _drain_and_cancel(self, runner: Runner, timeout: float) -> ShutdownReport:
+        """Drain for ``timeout``, then cancel; shielded so it always accounts."""
+        began = time.monotonic()
+        ended_before = runner.terminal_total
+        interrupted: BaseException | None = None
+        try:
+            with anyio.move_on_after(timeout):
+                await runner.wait_idle()
+        except anyio.get_cancelled_exc_class() as exc:
+            # The host itself is being cancelled: stop draining, still clean up.
+            interrupted = exc
+        completed = runner.terminal_total - ended_before
+
+        victims = [t for t in runner.live.values() if not t.options.shield]
+        shielded = [t for t in runner.live.values() if t.options.shield]
+        with anyio.CancelScope(shield=True):
+            if victims:
+                runner.hard_deadline = anyio.current_time() + CANCEL_GRACE
+                for task in victims:
+                    task.cancel("shutdown")
+                with anyio.move_on_after(CANCEL_GRACE):
+                    for task in victims:
+                        await _ended(task)
+                for task in victims:
+                    await runner.abandon(task)  # a no-op for tasks that ended
+            waiting = [t.task_id for t in shielded if not t.done]
+            if waiting:
+                safe_log(
+                    self.logger,
+                    "warning",
+                    "supervisor:waiting_for_shielded",
+                    supervisor=self.name,
+                    task_ids=waiting,
+                )
+                runner.hard_deadline = math.inf
+                for task in shielded:
+                    await _ended(task)
+            await runner.wait_idle()
+        if interrupted is not None:
+            raise interrupted
+        cancelled = tuple(t for t in victims if t.state is TaskState.CANCELLED)
+        return ShutdownReport(
+            completed=completed,
+            cancelled=cancelled,
+            abandoned=tuple(t for t in cancelled if t.abandoned),
+            shielded=tuple(shielded),
+            duration_s=time.monotonic() - began,
+        )
+
+    async def __aenter__(self) -> Supervisor:
+        if self._phase is not _Phase.NEW:
+            raise SupervisorError(
+                f"Supervisor {self.name!r} is already {self._phase.value}: `async with` "
+                "runs a supervisor once. Create a new Supervisor, or use startup()/"
+                "shutdown() when a framework starts it for you"
+            )
+        await self.startup()
+        self._body_scope = anyio.CancelScope()
+        self._body_scope.__enter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        scope, self._body_scope = self._body_scope, None
+        assert scope is not None
+        swallowed = bool(scope.__exit__(exc_type, exc, tb))
+        failed_body = exc is not None and not swallowed
+        # Like a nursery: a body that raised cancels the work at once.
+        await self.shutdown(timeout=0 if failed_body else None)
+        return swallowed
+
+    def _on_fatal(self, exc: BaseException, task: BackgroundTask[Any]) -> None:
+        """A task raised KeyboardInterrupt/SystemExit/...: stop, as trio would."""
+        if self._fatal is None:
+            self._fatal = exc
+        if self._phase is _Phase.RUNNING:
+            self._phase = _Phase.CLOSING
+        runner = self._runner
+        assert runner is not None
+        reason = f"supervisor stopped: task {task.name!r} raised {type(exc).__name__}"
+        for other in list(runner.live.values()):
+            if not other.options.shield:
+                other.cancel(reason)
+        if self._body_scope is not None:
+            self._body_scope.cancel(reason)
+
+    def _check_host(self, what: str) -> None:
+        host = self._host
+        if host is not None and anyio.get_current_task() != host:
+            raise SupervisorError(
+                f"{what} of Supervisor {self.name!r} was called from a different task "
+                f"than startup() ({host.name!r}); call it from the same lifespan task, "
+                "or use `async with sup:` so both happen in one place"
+            )
+
+    # -- spawning ----------------------------------------------------------
+
+    def options(
+        self,
+        *,
+        name: str | None = None,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        shield: bool = False,
+    ) -> Spawner:
+        """A spawner whose tasks get these options; the function's arguments stay its own.
+
+        ``timeout`` (seconds per attempt) fails the task with ``TimeoutError``;
+        ``retry`` retries chosen exceptions with backoff; ``shield`` keeps the
+        task from being cancelled at the shutdown deadline.
+        """
+        return Spawner(
+            self,
+            TaskOptions(name=name, task_id=task_id, timeout=timeout, retry=retry, shield=shield),
+        )
+
+    @overload
+    async def spawn(
+        self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
+    ) -> BackgroundTask[Any]: ...
+    @overload
+    async def spawn(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]: ...
+    async def spawn(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]:
+        """Start ``func(*args, **kwargs)`` in the background and return its record.
+
+        Returns before ``func`` runs (the task is ``PENDING``). ``func`` may be
+        ``async def`` or a plain function (run in a worker thread under
+        ``thread_limit``). Waits only when ``max_pending`` tasks are already
+        waiting. Raises :class:`SupervisorNotStarted`, :class:`SupervisorClosed`,
+        ``TypeError`` for what cannot be spawned, and :class:`SupervisorError`
+        for a task id in use.
+        """
+        return await self._spawn(func, args, kwargs, DEFAULT_OPTIONS)
+
+    def spawn_nowait(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]:
+        """Like :meth:`spawn`, synchronous; raises :class:`Overloaded` instead of waiting."""
+        return self._spawn_nowait(func, args, kwargs, DEFAULT_OPTIONS)
+
+    def spawn_threadsafe(self, func: Any, /, *args: Any, **kwargs: Any) -> str:
+        """Spawn from another thread (e.g. a sync endpoint); returns the task id.
+
+        The task inherits the calling thread's contextvars. Raises
+        :class:`Overloaded` rather than waiting for room.
+        """
+        return self._spawn_threadsafe(func, args, kwargs, DEFAULT_OPTIONS)
+
+    async def _spawn(
+        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> BackgroundTask[Any]:
+        runner = self._open_runner()
+        task = self._make_task(func, args, kwargs, options)
+        admission = runner.admission
+        if admission is not None:
+            try:
+                admission.acquire_on_behalf_of_nowait(task)
+            except anyio.WouldBlock:
+                try:
+                    await admission.acquire_on_behalf_of(task)
+                except BaseException:
+                    _discard(task, None)
+                    raise
+                try:
+                    self._open_runner()  # it may have closed while we waited
+                except SupervisorError:
+                    _discard(task, admission)
+                    raise
+        self._launch(runner, task)
+        return task
+
+    def _spawn_nowait(
+        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> BackgroundTask[Any]:
+        runner = self._open_runner()
+        task = self._make_task(func, args, kwargs, options)
+        admission = runner.admission
+        if admission is not None:
+            try:
+                admission.acquire_on_behalf_of_nowait(task)
+            except anyio.WouldBlock:
+                _discard(task, None)
+                raise Overloaded(
+                    f"Supervisor {self.name!r} is full: {self.max_concurrency} running "
+                    f"and max_pending={self.max_pending} waiting. Use `await "
+                    "sup.spawn(...)` to wait for room, shed the load (e.g. answer "
+                    "503), or raise max_concurrency/max_pending"
+                ) from None
+        self._launch(runner, task)
+        return task
+
+    def _spawn_threadsafe(
+        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> str:
+        if self._token is None or self._phase is _Phase.NEW:
+            self._open_runner()  # raises the right error
+        if threading.get_ident() == self._loop_thread:
+            raise SupervisorError(
+                "spawn_threadsafe() is for code running in another thread; in async "
+                "code on the event loop use `await sup.spawn(...)` or "
+                "sup.spawn_nowait(...)"
+            )
+        context = contextvars.copy_context()
+        try:
+            task = anyio.from_thread.run_sync(
+                context.run,
+                self._spawn_nowait,
+                func,
+                args,
+                kwargs,
+                options,
+                token=self._token,
+            )
+        except anyio.RunFinishedError:
+            raise SupervisorClosed(
+                f"Supervisor {self.name!r}'s event loop has finished; spawn before "
+                "the app shuts down"
+            ) from None
+        return task.task_id
+
+    def _open_runner(self) -> Runner:
+        if self._phase is _Phase.RUNNING:
+            assert self._runner is not None
+            return self._runner
+        if self._phase in (_Phase.NEW, _Phase.STARTING):
+            raise SupervisorNotStarted(
+                f"Supervisor {self.name!r} has not been started; start it in your "
+                "app's lifespan with `async with sup:` or `await sup.startup()`, or "
+                "use an integration (supervisor.asgi, supervisor.starlette, ...)"
+            )
+        raise SupervisorClosed(
+            f"Supervisor {self.name!r} is shut down; spawn tasks before lifespan "
+            "shutdown, or start a new Supervisor"
+        )
+
+    def _make_task(
+        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> BackgroundTask[Any]:
+        is_async = _prepare.is_async_callable(func)
+        if options.task_id is None:
+            self._seq += 1
+            task_id = f"{self._id_prefix}-{self._seq}"
+        else:
+            task_id = options.task_id
+            self._check_task_id(task_id)
+        if is_async:
+            coro = _prepare.make_coroutine(func, args, kwargs)
+        else:
+            _prepare.check_sync_arguments(func, args, kwargs)
+            coro = None
+        task: BackgroundTask[Any] = BackgroundTask(
+            task_id=task_id,
+            name=options.name or _prepare.callable_name(func),
+            supervisor=self,
+            func=func,
+            args=args,
+            kwargs=kwargs,
+            is_async=is_async,
+            options=options,
+            created=time.time(),
+        )
+        task._coro = coro
+        return task
+
+    def _check_task_id(self, task_id: str) -> None:
+        runner = self._runner
+        assert runner is not None
+        if task_id in runner.live:
+            raise SupervisorError(
+                f"task_id {task_id!r} is already used by a live task of Supervisor "
+                f"{self.name!r}; pick another id, or wait for that task to finish "
+                "(a finished task's id may be reused)"
+            )
+
+    def _launch(self, runner: Runner, task: BackgroundTask[Any]) -> None:
+        if task.options.task_id is not None:
+            try:
+                self._check_task_id(task.task_id)  # again: we may have waited
+            except SupervisorError:
+                _discard(task, runner.admission)
+                raise
+            runner.history.pop(task.task_id, None)
+        runner.launch(task)
+
+    # -- inspection --------------------------------------------------------
+
+    @property
+    def tasks(self) -> Mapping[str, BackgroundTask[Any]]:
+        """Live tasks plus the last ``history`` finished ones, by task id (read-only)."""
+        return self._tasks
+
+    def get(self, task_id: str) -> BackgroundTask[Any] | None:
+        """The task with this id, or None if unknown or forgotten."""
+        return self._tasks.get(task_id)
+
+    def stats(self) -> SupervisorStats:
+        """Counts by state now, and totals since startup."""
+        r = self._runner
+        if r is None:
+            return SupervisorStats(0, 0, 0, 0, 0, 0)
+        return SupervisorStats(
+            pending=r.pending,
+            running=r.running,
+            spawned=r.spawned,
+            succeeded=r.succeeded,
+            failed=r.failed,
+            cancelled=r.cancelled,
+        )
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is ``PENDING`` or ``RUNNING`` and all events are out."""
+        if self._runner is None:
+            await anyio.lowlevel.checkpoint()
+            return
+        await self._runner.wait_idle()
+
+    @property
+    def running(self) -> bool:
+        """True between startup and the start of shutdown."""
+        return self._phase is _Phase.RUNNING
+
+    @property
+    def closed(self) -> bool:
+        """True once shutdown has begun (spawning raises SupervisorClosed)."""
+        return self._phase in (_Phase.CLOSING, _Phase.CLOSED)
+
+    def __repr__(self) -> str:
+        r = self._runner
+        counts = "" if r is None else f" running={r.running} pending={r.pending}"
+        return f"<supervisor.Supervisor {self.name!r}{counts} {self._phase.value}>"
+
+
+async def _ended(task: BackgroundTask[Any]) -> None:
+    if not task.done:
+        if task._done is None:
+            task._done = anyio.Event()
+        await task._done.wait()
+
+
+def _discard(task: BackgroundTask[Any], admission: anyio.CapacityLimiter | None) -> None:
+    """Undo a spawn that will not happen: close its coroutine, free its slot."""
+    if task._coro is not None:
+        task._coro.close()
+        task._coro = None
+    if admission is not None:
+        admission.release_on_behalf_of(task)
+
+
+@attrs.frozen
+class Spawner:
+    """Spawns with fixed :class:`TaskOptions`; made by :meth:`Supervisor.options`."""
+
+    supervisor: Supervisor
+    task_options: TaskOptions
+
+    async def spawn(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]:
+        """:meth:`Supervisor.spawn` with these options."""
+        return await self.supervisor._spawn(func, args, kwargs, self.task_options)
+
+    def spawn_nowait(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]:
+        """:meth:`Supervisor.spawn_nowait` with these options."""
+        return self.supervisor._spawn_nowait(func, args, kwargs, self.task_options)
+
+    def spawn_threadsafe(self, func: Any, /, *args: Any, **kwargs: Any) -> str:
+        """:meth:`Supervisor.spawn_threadsafe` with these options."""
+        return self.supervisor._spawn_threadsafe(func, args, kwargs, self.task_options)
