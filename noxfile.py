@@ -1,0 +1,52 @@
+"""Tasks: tests on both backends, lint, types, docs, benchmarks, demo.
+
+``./dev SESSION`` runs one of these from a fresh machine (it installs nox in
+``.venv-dev`` first); ``nox -l`` lists them.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "types"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    session.install("--upgrade", "pip>=25.1")  # --group needs pip 25.1
+    args = ["-e", ".[trio]"]
+    for group in groups:
+        args += ["--group", group]
+    session.install(*args)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite; every async test runs on asyncio and trio."""
+    _install(session, "tests", "integrations")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def types(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    _install(session, "types")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Spawn cost, throughput and memory against the native nurseries and peers."""
+    _install(session, "bench")
+    session.run("python", "benchmarks/bench_spawn.py", *session.posargs)
