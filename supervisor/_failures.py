@@ -49,6 +49,7 @@ __all__ = [
     "EXIT_FAILURES",
     "EXIT_OK",
     "Group",
+    "ReadError",
     "ScanResult",
     "Scanner",
     "main",
@@ -62,6 +63,13 @@ EXIT_FAILURES = 1
 EXIT_ERROR = 2
 
 _PROG = "python -m supervisor"
+_FAILURES_DESCRIPTION = """\
+Read JSON-lines logs written by structlog's JSONRenderer (see
+supervisor.logs.configure_logging) and print the task:failed events grouped
+by task name and error type: count, first and last seen, an example task id,
+the request ids involved and the last traceback.  Plain and gzip-compressed
+files are streamed; lines that are not JSON objects are counted and skipped.
+"""
 _EPILOG = """\
 exit status:
   0  no failures were found
@@ -89,6 +97,8 @@ MAX_REQUEST_IDS = 1000
 _SHOWN_REQUEST_IDS = 10
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# The bytes a JSON text can start with (RFC 8259, plus a UTF-8 BOM's first).
+_JSON_STARTS = frozenset(b'{["-0123456789tfn\xef')
 _MIN_TIME = datetime.min.replace(tzinfo=UTC)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATIONS = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
@@ -123,9 +133,11 @@ class Group:
     last_exception: object = None
     request_ids: set[str] = field(default_factory=set)
     request_ids_truncated: bool = False
-    _first_time: datetime | None = None
-    _last_time: datetime | None = None
-    _example_rank: tuple[bool, datetime] | None = None
+    _first_time: datetime | None = field(default=None, init=False, repr=False)
+    _last_time: datetime | None = field(default=None, init=False, repr=False)
+    _example_rank: tuple[bool, datetime] | None = field(
+        default=None, init=False, repr=False
+    )
 
     @property
     def last_time(self) -> datetime | None:
@@ -247,8 +259,13 @@ class Scanner:
             return
         if stripped[:1] == b"{" and stripped[-1:] == b"}":
             return
-        # Rare (junk, or JSON that is not an object): worth decoding to say
-        # which of the two it is.
+        if stripped[0] not in _JSON_STARTS:
+            # Plain text (a server's banner, a stray traceback): no need to
+            # pay for the decoder's exception to know it is not JSON.
+            self.result.skipped[NOT_JSON] += 1
+            return
+        # JSON that is not an object, or junk that starts like JSON: worth
+        # decoding to say which.
         try:
             value = json.loads(stripped)
         except (ValueError, RecursionError):
@@ -442,7 +459,11 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
         seconds = sum(
             float(number) * _UNITS[unit] for number, unit in _DURATION.findall(compact)
         )
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError:
+            msg = f"{text!r} reaches back before year 1; use a shorter duration"
+            raise ValueError(msg) from None
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -539,14 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     failures = commands.add_parser(
         "failures",
         help="group task failures found in JSON-lines logs",
-        description=(
-            "Read JSON-lines logs written by structlog's JSONRenderer (see "
-            "supervisor.logs.configure_logging) and print task:failed events "
-            "grouped by task name and error type: count, first and last seen, "
-            "an example task id, the request ids involved and the last "
-            "traceback. Plain and gzip-compressed files are read as streams; "
-            "lines that are not JSON objects are counted and skipped."
-        ),
+        description=_FAILURES_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -588,7 +602,7 @@ def _prog() -> str:
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def summary(result: ScanResult) -> str:
@@ -601,13 +615,15 @@ def summary(result: ScanResult) -> str:
     else:
         text = f"no failures found in {_plural(result.lines, 'line')}"
     if result.filtered_out:
-        text += f" ({result.filtered_out} more filtered out by --since/--task)"
+        text += f" ({result.filtered_out:,} more filtered out by --since/--task)"
     skipped = sum(result.skipped.values())
     if skipped:
         if len(result.skipped) == 1:
             reasons = next(iter(result.skipped))
         else:
-            reasons = ", ".join(f"{n} {why}" for why, n in result.skipped.most_common())
+            reasons = ", ".join(
+                f"{n:,} {why}" for why, n in result.skipped.most_common()
+            )
         text += f"; {_plural(skipped, 'line')} skipped ({reasons})"
     if result.lines and result.lines == result.blank + skipped:
         text += (
@@ -640,8 +656,24 @@ def format_group(group: Group) -> str:
     return "\n".join(lines)
 
 
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):  # replaced, closed, or odd
+        return False
+
+
 def _run_failures(args: argparse.Namespace) -> int:
     names: list[str] = args.files or ["-"]
+    if not args.files and _stdin_is_a_terminal():
+        # Waiting silently for a log to be typed in helps nobody.
+        print(
+            f"{_prog()} failures: error: no FILE given and standard input is a "
+            f"terminal; pass log files, or pipe a log in: "
+            f"`cat app.log | {_prog()} failures`",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     try:
         # Fail before the long scan, not after it, on a mistyped file name.
         for name in names:

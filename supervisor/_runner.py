@@ -12,8 +12,10 @@ once" hold even when shutdown gives up on a task that later wakes up.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,11 +47,19 @@ class Runner:
     backend: Backend
     logger: Any
     sink: EventSink | None
-    concurrency: anyio.CapacityLimiter | None
+    # Free max_concurrency slots (None: no limit). Tasks that find none wait
+    # in ``queue`` *before* their native task exists: slots are handed out in
+    # spawn order (trio shuffles the first steps of new tasks, so acquiring a
+    # limiter inside the task could not be FIFO), each queued task starts in
+    # its own spawner's context, and a waiting task costs no native task.
+    slots: int | None
     threads: anyio.CapacityLimiter
+    # max_pending: one token per queued task; spawn() waits on it when full.
     admission: anyio.CapacityLimiter | None
     history_limit: int
     on_fatal: Callable[[BaseException, Task], None]
+    queue: deque[Task] = attrs.Factory(deque)
+    queued: int = 0
     live: dict[str, Task] = attrs.Factory(dict)
     history: dict[str, Task] = attrs.Factory(dict)
     pending: int = 0
@@ -74,6 +84,64 @@ class Runner:
         self.pending += 1
         self.backend.spawn(self.run, task)
 
+    def try_admit(self, task: Task) -> bool:
+        """Start ``task`` or queue it for a slot; False if ``max_pending`` is full."""
+        if self.slots is None:
+            self.launch(task)
+            return True
+        if self.slots > 0 and not self.queued:
+            self.slots -= 1
+            task._slot = True
+            self.launch(task)
+            return True
+        if self.admission is not None:
+            try:
+                self.admission.acquire_on_behalf_of_nowait(task)
+            except anyio.WouldBlock:
+                return False
+        self.enqueue(task)
+        return True
+
+    def enqueue(self, task: Task) -> None:
+        """Queue ``task`` for a slot (holding its admission token, if any)."""
+        self.live[task.task_id] = task
+        self.spawned += 1
+        self.pending += 1
+        task._context = contextvars.copy_context()
+        task._queued = True
+        self.queued += 1
+        self.queue.append(task)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to queued tasks, oldest first."""
+        queue = self.queue
+        while self.slots and queue:
+            task = queue.popleft()
+            if not task._queued:  # cancelled while queued; already started
+                continue
+            self.slots -= 1
+            task._slot = True
+            self._start_queued(task)
+
+    def _start_queued(self, task: Task) -> None:
+        task._queued = False
+        self.queued -= 1
+        if self.admission is not None:
+            self.admission.release_on_behalf_of(task)
+        context, task._context = task._context, None
+        assert context is not None
+        context.run(self.backend.spawn, self.run, task)
+
+    def cancel(self, task: Task) -> None:
+        """Cancel ``task`` (its ``cancel_reason`` is set) wherever it is."""
+        if task._queued:
+            # Start it without a slot: it sees its cancel_reason on entry and
+            # ends CANCELLED with attempt=0, never running its body.
+            self._start_queued(task)
+        else:
+            self.backend.cancel(task, task.cancel_reason or "cancelled")
+
     @property
     def terminal_total(self) -> int:
         return self.succeeded + self.failed + self.cancelled
@@ -97,11 +165,7 @@ class Runner:
             await self._end_cancelled(task)
             return
         try:
-            if (
-                task.is_async
-                and task.options is DEFAULT_OPTIONS
-                and self.concurrency is None
-            ):
+            if task.is_async and task.options is DEFAULT_OPTIONS:
                 # The hot path: no limits, no options, no threads.
                 self._start(task)
                 if self.sink is not None:
@@ -129,7 +193,10 @@ class Runner:
                 try:
                     if options.timeout is None:
                         return await self._call(task)
-                    with anyio.fail_after(options.timeout):
+                    with anyio.fail_after(
+                        options.timeout,
+                        reason=f"task {task.name!r} exceeded its {options.timeout} s timeout",
+                    ):
                         return await self._call(task)
                 except Exception as exc:
                     if (
@@ -158,21 +225,13 @@ class Runner:
         )
 
     async def _acquire(self, task: Task) -> None:
-        if self.concurrency is not None:
-            await self.concurrency.acquire_on_behalf_of(task)
+        # A sync task stays PENDING until a worker thread is free for it.
         if not task.is_async:
-            try:
-                await self.threads.acquire_on_behalf_of(task)
-            except BaseException:
-                if self.concurrency is not None:
-                    self.concurrency.release_on_behalf_of(task)
-                raise
+            await self.threads.acquire_on_behalf_of(task)
 
     def _release(self, task: Task) -> None:
         if not task.is_async:
             self.threads.release_on_behalf_of(task)
-        if self.concurrency is not None:
-            self.concurrency.release_on_behalf_of(task)
 
     # -- state transitions -------------------------------------------------
 
@@ -221,8 +280,10 @@ class Runner:
             history[task_id] = task
             if len(history) > self.history_limit:
                 del history[next(iter(history))]
-        if self.admission is not None:
-            self.admission.release_on_behalf_of(task)
+        if task._slot:
+            task._slot = False
+            self.slots += 1  # type: ignore[operator]
+            self._dispatch()
         if task._done is not None:
             task._done.set()
         if not self.live and self._idle is not None:

@@ -209,9 +209,9 @@ class Supervisor:
                     if self.on_event is None
                     else EventSink(self.on_event, self.logger, self.event_timeout)
                 ),
-                concurrency=None if mc is None else anyio.CapacityLimiter(mc),
+                slots=mc,
                 threads=threads,
-                admission=None if mp is None else anyio.CapacityLimiter(mc + mp),  # type: ignore[operator]
+                admission=None if mp is None else anyio.CapacityLimiter(mp),
                 history_limit=self.history,
                 on_fatal=self._on_fatal,
             )
@@ -445,22 +445,24 @@ class Supervisor:
     ) -> BackgroundTask[Any]:
         runner = self._open_runner()
         task = self._make_task(func, args, kwargs, options)
+        if self._admit(runner, task):
+            return task
+        # max_pending tasks are queued: wait for a place in the queue.
         admission = runner.admission
-        if admission is not None:
-            try:
-                admission.acquire_on_behalf_of_nowait(task)
-            except anyio.WouldBlock:
-                try:
-                    await admission.acquire_on_behalf_of(task)
-                except BaseException:
-                    _discard(task, None)
-                    raise
-                try:
-                    self._open_runner()  # it may have closed while we waited
-                except SupervisorError:
-                    _discard(task, admission)
-                    raise
-        self._launch(runner, task)
+        assert admission is not None
+        try:
+            await admission.acquire_on_behalf_of(task)
+        except BaseException:
+            _discard(task)
+            raise
+        try:
+            self._open_runner()  # it may have closed while we waited
+            self._check_task_id(task)
+        except SupervisorError:
+            admission.release_on_behalf_of(task)
+            _discard(task)
+            raise
+        runner.enqueue(task)
         return task
 
     def _spawn_nowait(
@@ -468,19 +470,14 @@ class Supervisor:
     ) -> BackgroundTask[Any]:
         runner = self._open_runner()
         task = self._make_task(func, args, kwargs, options)
-        admission = runner.admission
-        if admission is not None:
-            try:
-                admission.acquire_on_behalf_of_nowait(task)
-            except anyio.WouldBlock:
-                _discard(task, None)
-                raise Overloaded(
-                    f"Supervisor {self.name!r} is full: {self.max_concurrency} running "
-                    f"and max_pending={self.max_pending} waiting. Use `await "
-                    "sup.spawn(...)` to wait for room, shed the load (e.g. answer "
-                    "503), or raise max_concurrency/max_pending"
-                ) from None
-        self._launch(runner, task)
+        if not self._admit(runner, task):
+            _discard(task)
+            raise Overloaded(
+                f"Supervisor {self.name!r} is full: max_concurrency="
+                f"{self.max_concurrency} tasks running and max_pending="
+                f"{self.max_pending} waiting. Use `await sup.spawn(...)` to wait for "
+                "room, shed the load (e.g. answer 503), or raise the limits"
+            )
         return task
 
     def _spawn_threadsafe(
@@ -536,7 +533,6 @@ class Supervisor:
             task_id = f"{self._id_prefix}-{self._seq}"
         else:
             task_id = options.task_id
-            self._check_task_id(task_id)
         if is_async:
             coro = _prepare.make_coroutine(func, args, kwargs)
         else:
@@ -556,25 +552,27 @@ class Supervisor:
         task._coro = coro
         return task
 
-    def _check_task_id(self, task_id: str) -> None:
+    def _check_task_id(self, task: BackgroundTask[Any]) -> None:
+        """A caller-chosen id must not belong to a live task (a finished one's may)."""
+        if task.options.task_id is None:
+            return
         runner = self._runner
         assert runner is not None
-        if task_id in runner.live:
+        if task.task_id in runner.live:
             raise SupervisorError(
-                f"task_id {task_id!r} is already used by a live task of Supervisor "
-                f"{self.name!r}; pick another id, or wait for that task to finish "
-                "(a finished task's id may be reused)"
+                f"task_id {task.task_id!r} is already used by a live task of "
+                f"Supervisor {self.name!r}; pick another id, or wait for that task "
+                "to finish (a finished task's id may be reused)"
             )
+        runner.history.pop(task.task_id, None)
 
-    def _launch(self, runner: Runner, task: BackgroundTask[Any]) -> None:
-        if task.options.task_id is not None:
-            try:
-                self._check_task_id(task.task_id)  # again: we may have waited
-            except SupervisorError:
-                _discard(task, runner.admission)
-                raise
-            runner.history.pop(task.task_id, None)
-        runner.launch(task)
+    def _admit(self, runner: Runner, task: BackgroundTask[Any]) -> bool:
+        try:
+            self._check_task_id(task)
+        except SupervisorError:
+            _discard(task)
+            raise
+        return runner.try_admit(task)
 
     # -- inspection --------------------------------------------------------
 
@@ -631,13 +629,11 @@ async def _ended(task: BackgroundTask[Any]) -> None:
         await task._done.wait()
 
 
-def _discard(task: BackgroundTask[Any], admission: anyio.CapacityLimiter | None) -> None:
-    """Undo a spawn that will not happen: close its coroutine, free its slot."""
+def _discard(task: BackgroundTask[Any]) -> None:
+    """Undo a spawn that will not happen: close its coroutine unawaited."""
     if task._coro is not None:
         task._coro.close()
         task._coro = None
-    if admission is not None:
-        admission.release_on_behalf_of(task)
 
 
 @attrs.frozen

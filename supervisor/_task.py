@@ -9,6 +9,7 @@ read, which keeps the spawn path free of ``datetime`` work.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import random
 from collections.abc import Callable
@@ -71,8 +72,8 @@ class Retry:
     other exception fails the task at once. The delay before try *n + 1* is
     ``min(maximum, initial * multiplier ** (n - 1))`` scaled by a random
     factor in ``[1 - jitter, 1]``, so that many tasks failing together do not
-    retry in lockstep. While it waits, the task is ``PENDING`` and gives its
-    ``max_concurrency`` slot to others.
+    retry in lockstep. While it waits, the task is ``PENDING``; it keeps its
+    ``max_concurrency`` slot, so a retry never queues behind new work.
     """
 
     attempts: int = attrs.field(default=3)
@@ -185,13 +186,17 @@ class BackgroundTask(Generic[T]):
     _started: float | None = None
     _completed: float | None = None
     # Runner-private: the coroutine made at spawn time (so bad arguments fail
-    # there), the backend's cancel handle, whether the body was entered, and
-    # the lazily created event that wait() blocks on.
+    # there), the backend's cancel handle, whether the body was entered, the
+    # lazily created event that wait() blocks on, and max_concurrency
+    # bookkeeping (holds a slot; waits in the queue with its spawner's context).
     _coro: Any = None
     _handle: Any = None
     _entered: bool = False
     _thread_done: bool = False
     _done: anyio.Event | None = None
+    _slot: bool = False
+    _queued: bool = False
+    _context: contextvars.Context | None = None
 
     @property
     def created_at(self) -> datetime:
@@ -263,7 +268,7 @@ class BackgroundTask(Generic[T]):
         if self.state in _TERMINAL or self.cancel_reason is not None:
             return False
         self.cancel_reason = reason
-        self._supervisor._runner.backend.cancel(self, reason)  # type: ignore[union-attr]  # noqa: SLF001
+        self._supervisor._runner.cancel(self)  # type: ignore[union-attr]  # noqa: SLF001
         return True
 
     def __repr__(self) -> str:
