@@ -626,3 +626,17 @@ def test_json_processors_is_a_fresh_reusable_chain() -> None:
     assert first is not second
     assert isinstance(first[-1], structlog.processors.JSONRenderer)
     assert structlog.contextvars.merge_contextvars in first
+
+
+def test_terminal_stdin_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without FILE and with a terminal on stdin, say what to do, don't hang."""
+
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal(io.BytesIO(b"")))
+    assert main(["failures"]) == 2
+    assert "pass log files, or pipe a log in" in capsys.readouterr().err
