@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -37,7 +37,7 @@ from .exceptions import SupervisorError
 if TYPE_CHECKING:
     from ._task import BackgroundTask
 
-Runner = Callable[["BackgroundTask[Any]"], Awaitable[None]]
+Runner = Callable[["BackgroundTask[Any]"], Coroutine[Any, Any, None]]
 
 _MISNESTED = (
     "shutdown() must be awaited in the same task and the same cancel-scope "
@@ -88,13 +88,13 @@ class AsyncioBackend:
         self._marker.__enter__()
 
     def spawn(self, runner: Runner, task: BackgroundTask[Any]) -> None:
-        task._handle = self._loop.create_task(runner(task))  # noqa: SLF001
+        task._handle = self._loop.create_task(runner(task))
 
     def cancel(self, task: BackgroundTask[Any], reason: str) -> None:
         # Before its first step a Task would be cancelled before our runner's
         # try block exists; the runner checks cancel_reason on entry instead.
-        if task._entered:  # noqa: SLF001
-            task._handle.cancel(reason)  # noqa: SLF001
+        if task._entered:
+            task._handle.cancel(reason)
 
     def absorb_cancel(self, task: BackgroundTask[Any], exc: BaseException) -> None:
         current = asyncio.current_task()
@@ -122,7 +122,7 @@ class TrioBackend:
     """A trio nursery opened in the host task, one ``CancelScope`` per task."""
 
     def __init__(self) -> None:
-        import trio
+        import trio  # noqa: PLC0415 - trio is an optional extra
 
         self._trio = trio
         self.cancelled_exc: type[BaseException] = trio.Cancelled
@@ -134,11 +134,11 @@ class TrioBackend:
         self._nursery = await self._manager.__aenter__()
 
     def spawn(self, runner: Runner, task: BackgroundTask[Any]) -> None:
-        task._handle = self._trio.CancelScope(shield=task.options.shield)  # noqa: SLF001
+        task._handle = self._trio.CancelScope(shield=task.options.shield)
         self._nursery.start_soon(_in_scope, runner, task)
 
     def cancel(self, task: BackgroundTask[Any], reason: str) -> None:
-        task._handle.cancel()  # noqa: SLF001
+        task._handle.cancel()
 
     def absorb_cancel(self, task: BackgroundTask[Any], exc: BaseException) -> None:
         # trio delivers Cancelled until the cancelled scope is exited; letting
@@ -165,7 +165,7 @@ class TrioBackend:
 
 
 async def _in_scope(runner: Runner, task: BackgroundTask[Any]) -> None:
-    with task._handle:  # noqa: SLF001
+    with task._handle:
         await runner(task)
 
 

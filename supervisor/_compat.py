@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from ._registry import current_supervisor
 from ._task import BackgroundTask, TaskState
 
@@ -39,7 +37,9 @@ async def add_background_task(
     Like QakeAPI's, ``task_id`` is reserved for the task's id; every other
     argument goes to ``func``.
     """
-    return await BackgroundTaskManager().add_task(func, *args, task_id=task_id, **kwargs)
+    return await BackgroundTaskManager().add_task(
+        func, *args, task_id=task_id, **kwargs
+    )
 
 
 class BackgroundTaskManager:
@@ -59,7 +59,9 @@ class BackgroundTaskManager:
     @property
     def supervisor(self) -> Supervisor:
         """The supervisor this manager spawns on (resolved at each call)."""
-        return self._supervisor if self._supervisor is not None else current_supervisor()
+        return (
+            self._supervisor if self._supervisor is not None else current_supervisor()
+        )
 
     @property
     def tasks(self) -> Mapping[str, BackgroundTask[Any]]:
@@ -85,7 +87,7 @@ class BackgroundTaskManager:
         spawner = sup if task_id is None else sup.options(task_id=task_id)
         task = await spawner.spawn(func, *args, **kwargs)
         if wait:
-            await _ended(task)
+            await task.wait_done()
         return task.task_id
 
     def get_task(self, task_id: str) -> BackgroundTask[Any] | None:
@@ -106,13 +108,3 @@ class BackgroundTaskManager:
             "completed_at": completed.isoformat() if completed else None,
             "error": None if task.error is None else str(task.error),
         }
-
-
-async def _ended(task: BackgroundTask[Any]) -> None:
-    """Wait for the end of ``task`` whatever its outcome."""
-    try:
-        await task.wait()
-    except anyio.get_cancelled_exc_class():
-        raise
-    except Exception:  # noqa: BLE001, S110 - the outcome is read from the record
-        pass

@@ -34,7 +34,7 @@ def safe_log(logger: Any, level: str, event: str, **fields: Any) -> None:
     """
     try:
         getattr(logger, level)(event, **fields)
-    except Exception as exc:  # noqa: BLE001 - the app's logger must not break a task
+    except Exception as exc:
         exc_info = fields.pop("exc_info", None)
         _fallback.error(
             "supervisor: the configured structlog logger raised %r while logging "
@@ -83,7 +83,7 @@ class EventSink:
                         task_id=data.get("task_id"),
                         timeout_s=budget,
                     )
-        except Exception as exc:  # noqa: BLE001 - a handler must not break the task
+        except Exception as exc:
             safe_log(
                 self._logger,
                 "error",

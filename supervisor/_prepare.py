@@ -67,7 +67,9 @@ def make_coroutine(
     try:
         coro = func(*args, **kwargs)
     except TypeError as exc:
-        raise TypeError(f"cannot spawn {callable_name(func)}: {exc}. {_SPAWN_HINT}") from exc
+        raise TypeError(
+            f"cannot spawn {callable_name(func)}: {exc}. {_SPAWN_HINT}"
+        ) from exc
     if not inspect.isawaitable(coro):
         raise TypeError(
             f"{callable_name(func)} looks async but returned {coro!r}, not a "
@@ -97,4 +99,6 @@ def check_sync_arguments(
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise TypeError(f"cannot spawn {callable_name(func)}: {exc}. {_SPAWN_HINT}") from None
+        raise TypeError(
+            f"cannot spawn {callable_name(func)}: {exc}. {_SPAWN_HINT}"
+        ) from None

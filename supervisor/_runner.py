@@ -73,7 +73,9 @@ class Runner:
     _idle: anyio.Event | None = None
     # to_thread's own limiter: ours (``threads``) is acquired before the
     # thread starts so that the task can turn RUNNING exactly then.
-    _no_limit: anyio.CapacityLimiter = attrs.Factory(lambda: anyio.CapacityLimiter(math.inf))
+    _no_limit: anyio.CapacityLimiter = attrs.Factory(
+        lambda: anyio.CapacityLimiter(math.inf)
+    )
 
     # -- launching ---------------------------------------------------------
 
@@ -174,7 +176,7 @@ class Runner:
                 result = await coro
             else:
                 result = await self._run_attempts(task)
-        except BaseException as exc:  # noqa: BLE001 - every outcome is recorded
+        except BaseException as exc:
             await self._end_exc(task, exc)
         else:
             await self._end_ok(task, result)
@@ -195,7 +197,8 @@ class Runner:
                         return await self._call(task)
                     with anyio.fail_after(
                         options.timeout,
-                        reason=f"task {task.name!r} exceeded its {options.timeout} s timeout",
+                        reason=f"task {task.name!r} exceeded its {options.timeout} s "
+                        "timeout",
                     ):
                         return await self._call(task)
                 except Exception as exc:
@@ -352,7 +355,9 @@ class Runner:
         extra: dict[str, Any] = {"reason": task.cancel_reason}
         if was_running_thread:
             extra["abandoned"] = True
-        safe_log(self.logger, "warning", "task:cancelled", **self._fields(task), **extra)
+        safe_log(
+            self.logger, "warning", "task:cancelled", **self._fields(task), **extra
+        )
         if self.sink is not None:
             await self._emit(task, "task:cancelled", **extra)
         self._retire(task)

@@ -32,7 +32,12 @@ from ._events import EventHandler, EventSink, safe_log
 from ._records import ShutdownReport, SupervisorStats
 from ._runner import Runner
 from ._task import DEFAULT_OPTIONS, BackgroundTask, Retry, TaskOptions, TaskState
-from .exceptions import Overloaded, SupervisorClosed, SupervisorError, SupervisorNotStarted
+from .exceptions import (
+    Overloaded,
+    SupervisorClosed,
+    SupervisorError,
+    SupervisorNotStarted,
+)
 
 __all__ = ["Spawner", "Supervisor"]
 
@@ -58,12 +63,18 @@ def _check_limit(name: str, value: int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int or None (no limit), got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive int or None (no limit), got {value!r}"
+        )
     return value
 
 
 def _check_seconds(name: str, value: float, *, zero_ok: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+    ):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
     if value < 0 or (value == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "> 0"
@@ -156,7 +167,9 @@ class Supervisor:
                 f"on_event must be a callable (event_name, data), got {on_event!r}"
             )
         self.on_event = on_event
-        self.event_timeout = _check_seconds("event_timeout", event_timeout, zero_ok=False)
+        self.event_timeout = _check_seconds(
+            "event_timeout", event_timeout, zero_ok=False
+        )
         self.logger = _default_logger if logger is None else logger
 
         self._phase = _Phase.NEW
@@ -311,7 +324,7 @@ class Supervisor:
                     task.cancel("shutdown")
                 with anyio.move_on_after(CANCEL_GRACE):
                     for task in victims:
-                        await _ended(task)
+                        await task.wait_done()
                 for task in victims:
                     await runner.abandon(task)  # a no-op for tasks that ended
             waiting = [t.task_id for t in shielded if not t.done]
@@ -325,7 +338,7 @@ class Supervisor:
                 )
                 runner.hard_deadline = math.inf
                 for task in shielded:
-                    await _ended(task)
+                    await task.wait_done()
             await runner.wait_idle()
         if interrupted is not None:
             raise interrupted
@@ -341,7 +354,8 @@ class Supervisor:
     async def __aenter__(self) -> Supervisor:
         if self._phase is not _Phase.NEW:
             raise SupervisorError(
-                f"Supervisor {self.name!r} is already {self._phase.value}: `async with` "
+                f"Supervisor {self.name!r} is already {self._phase.value}: "
+                "`async with` "
                 "runs a supervisor once. Create a new Supervisor, or use startup()/"
                 "shutdown() when a framework starts it for you"
             )
@@ -399,7 +413,7 @@ class Supervisor:
         retry: Retry | None = None,
         shield: bool = False,
     ) -> Spawner:
-        """A spawner whose tasks get these options; the function's arguments stay its own.
+        """A spawner whose tasks get these options; arguments stay the function's.
 
         ``timeout`` (seconds per attempt) fails the task with ``TimeoutError``;
         ``retry`` retries chosen exceptions with backoff; ``shield`` keeps the
@@ -407,7 +421,9 @@ class Supervisor:
         """
         return Spawner(
             self,
-            TaskOptions(name=name, task_id=task_id, timeout=timeout, retry=retry, shield=shield),
+            TaskOptions(
+                name=name, task_id=task_id, timeout=timeout, retry=retry, shield=shield
+            ),
         )
 
     @overload
@@ -415,8 +431,12 @@ class Supervisor:
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
     ) -> BackgroundTask[Any]: ...
     @overload
-    async def spawn(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]: ...
-    async def spawn(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]:
+    async def spawn(
+        self, func: Any, /, *args: Any, **kwargs: Any
+    ) -> BackgroundTask[Any]: ...
+    async def spawn(
+        self, func: Any, /, *args: Any, **kwargs: Any
+    ) -> BackgroundTask[Any]:
         """Start ``func(*args, **kwargs)`` in the background and return its record.
 
         Returns before ``func`` runs (the task is ``PENDING``). ``func`` may be
@@ -428,8 +448,10 @@ class Supervisor:
         """
         return await self._spawn(func, args, kwargs, DEFAULT_OPTIONS)
 
-    def spawn_nowait(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]:
-        """Like :meth:`spawn`, synchronous; raises :class:`Overloaded` instead of waiting."""
+    def spawn_nowait(
+        self, func: Any, /, *args: Any, **kwargs: Any
+    ) -> BackgroundTask[Any]:
+        """Like :meth:`spawn`, synchronous: raises :class:`Overloaded`, never waits."""
         return self._spawn_nowait(func, args, kwargs, DEFAULT_OPTIONS)
 
     def spawn_threadsafe(self, func: Any, /, *args: Any, **kwargs: Any) -> str:
@@ -441,7 +463,11 @@ class Supervisor:
         return self._spawn_threadsafe(func, args, kwargs, DEFAULT_OPTIONS)
 
     async def _spawn(
-        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
     ) -> BackgroundTask[Any]:
         runner = self._open_runner()
         task = self._make_task(func, args, kwargs, options)
@@ -466,7 +492,11 @@ class Supervisor:
         return task
 
     def _spawn_nowait(
-        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
     ) -> BackgroundTask[Any]:
         runner = self._open_runner()
         task = self._make_task(func, args, kwargs, options)
@@ -481,7 +511,11 @@ class Supervisor:
         return task
 
     def _spawn_threadsafe(
-        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
     ) -> str:
         if self._token is None or self._phase is _Phase.NEW:
             self._open_runner()  # raises the right error
@@ -525,7 +559,11 @@ class Supervisor:
         )
 
     def _make_task(
-        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
     ) -> BackgroundTask[Any]:
         is_async = _prepare.is_async_callable(func)
         if options.task_id is None:
@@ -578,7 +616,7 @@ class Supervisor:
 
     @property
     def tasks(self) -> Mapping[str, BackgroundTask[Any]]:
-        """Live tasks plus the last ``history`` finished ones, by task id (read-only)."""
+        """Live tasks plus the last ``history`` finished ones, by id (read-only)."""
         return self._tasks
 
     def get(self, task_id: str) -> BackgroundTask[Any] | None:
@@ -622,13 +660,6 @@ class Supervisor:
         return f"<supervisor.Supervisor {self.name!r}{counts} {self._phase.value}>"
 
 
-async def _ended(task: BackgroundTask[Any]) -> None:
-    if not task.done:
-        if task._done is None:
-            task._done = anyio.Event()
-        await task._done.wait()
-
-
 def _discard(task: BackgroundTask[Any]) -> None:
     """Undo a spawn that will not happen: close its coroutine unawaited."""
     if task._coro is not None:
@@ -643,11 +674,15 @@ class Spawner:
     supervisor: Supervisor
     task_options: TaskOptions
 
-    async def spawn(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]:
+    async def spawn(
+        self, func: Any, /, *args: Any, **kwargs: Any
+    ) -> BackgroundTask[Any]:
         """:meth:`Supervisor.spawn` with these options."""
         return await self.supervisor._spawn(func, args, kwargs, self.task_options)
 
-    def spawn_nowait(self, func: Any, /, *args: Any, **kwargs: Any) -> BackgroundTask[Any]:
+    def spawn_nowait(
+        self, func: Any, /, *args: Any, **kwargs: Any
+    ) -> BackgroundTask[Any]:
         """:meth:`Supervisor.spawn_nowait` with these options."""
         return self.supervisor._spawn_nowait(func, args, kwargs, self.task_options)
 

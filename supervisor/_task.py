@@ -99,13 +99,16 @@ class Retry:
                 f"multiplier={self.multiplier!r}"
             )
         if not 0 <= self.jitter <= 1:
-            raise ValueError(f"Retry(jitter=...) must be within [0, 1], got {self.jitter!r}")
+            raise ValueError(
+                f"Retry(jitter=...) must be within [0, 1], got {self.jitter!r}"
+            )
         classes = self.on if isinstance(self.on, tuple) else (self.on,)
         if not classes or not all(
             isinstance(c, type) and issubclass(c, BaseException) for c in classes
         ):
             raise TypeError(
-                f"Retry(on=...) takes an exception class or a tuple of them, got {self.on!r}"
+                "Retry(on=...) takes an exception class or a tuple of them, "
+                f"got {self.on!r}"
             )
 
     def delay(self, attempt: int) -> float:
@@ -128,7 +131,9 @@ class TaskOptions:
 
     name: str | None = attrs.field(default=None)
     task_id: str | None = attrs.field(default=None)
-    timeout: float | None = attrs.field(default=None, validator=_positive_or_none("timeout"))
+    timeout: float | None = attrs.field(
+        default=None, validator=_positive_or_none("timeout")
+    )
     retry: Retry | None = attrs.field(default=None)
     shield: bool = False
 
@@ -237,13 +242,17 @@ class BackgroundTask(Generic[T]):
         it failed and :class:`TaskCancelled` if it was cancelled. Cancelling
         the waiter does not cancel the task: it belongs to the supervisor.
         """
-        if self.state not in _TERMINAL:
-            if self._done is None:
-                self._done = anyio.Event()
-            await self._done.wait()
-        else:
-            await anyio.lowlevel.checkpoint()
+        await self.wait_done()
         return self._outcome()
+
+    async def wait_done(self) -> None:
+        """Wait for the task to end, whatever its outcome; never raises it."""
+        if self.state in _TERMINAL:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._done is None:
+            self._done = anyio.Event()
+        await self._done.wait()
 
     def _outcome(self) -> T:
         if self.state is TaskState.SUCCEEDED:
@@ -268,7 +277,7 @@ class BackgroundTask(Generic[T]):
         if self.state in _TERMINAL or self.cancel_reason is not None:
             return False
         self.cancel_reason = reason
-        self._supervisor._runner.cancel(self)  # type: ignore[union-attr]  # noqa: SLF001
+        self._supervisor._runner.cancel(self)  # type: ignore[union-attr]
         return True
 
     def __repr__(self) -> str:

@@ -1,4 +1,4 @@
-"""Lifecycle: startup/shutdown in hook form and `async with`, misuse errors, registry."""
+"""Lifecycle: hook-form startup/shutdown, `async with`, misuse errors, registry."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ async def test_async_with_runs_and_closes() -> None:
     assert task.state is TaskState.SUCCEEDED
 
 
-async def test_hook_form_startup_is_idempotent_and_shutdown_returns_same_report() -> None:
+async def test_hook_form_startup_is_idempotent_and_shutdown_returns_same_report() -> (
+    None
+):
     """startup() twice is a no-op; shutdown() twice returns the same report."""
     sup = Supervisor("app")
     await sup.startup()
@@ -50,7 +52,9 @@ async def test_startup_from_another_task_is_a_noop() -> None:
     await sup.shutdown()
 
 
-async def test_shutdown_before_startup_returns_empty_report_then_startup_fails() -> None:
+async def test_shutdown_before_startup_returns_empty_report_then_startup_fails() -> (
+    None
+):
     """A never-started supervisor shuts down to an empty report and stays closed."""
     sup = Supervisor("app")
     report = await sup.shutdown()
@@ -79,7 +83,7 @@ async def test_async_with_on_started_supervisor_raises() -> None:
 
 
 async def test_shutdown_from_another_task_raises_then_works_from_host() -> None:
-    """shutdown() must run in startup()'s task; the error says so and changes nothing."""
+    """shutdown() must run in startup()'s task; the error says so, changes nothing."""
     sup = Supervisor("app")
     await sup.startup()
     errors: list[BaseException] = []
@@ -103,7 +107,7 @@ async def test_shutdown_inside_own_cancel_scope_raises_then_works() -> None:
     """Wrapping shutdown() in move_on_after breaks the nesting rule: SupervisorError."""
     sup = Supervisor("app")
     await sup.startup()
-    with pytest.raises(SupervisorError, match="timeout=") as info:  # noqa: PT012
+    with pytest.raises(SupervisorError, match="timeout=") as info:
         with anyio.move_on_after(5):
             await sup.shutdown()
     assert "move_on_after" in str(info.value)

@@ -62,7 +62,7 @@ async def test_drain_lets_running_work_finish() -> None:
 
 
 async def test_deadline_cancels_running_and_pending_with_reason_shutdown() -> None:
-    """At the deadline running and never-started tasks are cancelled, logged and emitted."""
+    """At the deadline running and unstarted tasks are cancelled, logged, emitted."""
     events = Recorder()
     started = anyio.Event()
 
@@ -71,7 +71,9 @@ async def test_deadline_cancels_running_and_pending_with_reason_shutdown() -> No
         await anyio.sleep_forever()
 
     with capture_logs() as logs:
-        sup = Supervisor("app", shutdown_timeout=0.05, max_concurrency=1, on_event=events)
+        sup = Supervisor(
+            "app", shutdown_timeout=0.05, max_concurrency=1, on_event=events
+        )
         await sup.startup()
         running = await sup.spawn(forever)
         waiting = await sup.spawn(forever)
@@ -94,7 +96,10 @@ async def test_deadline_cancels_running_and_pending_with_reason_shutdown() -> No
     assert cancelled[running.task_id]["reason"] == "shutdown"
     lines = [line for line in logs if line["event"] == "task:cancelled"]
     assert {line["task_id"] for line in lines} == {running.task_id, waiting.task_id}
-    assert all(line["log_level"] == "warning" and line["reason"] == "shutdown" for line in lines)
+    assert all(
+        line["log_level"] == "warning" and line["reason"] == "shutdown"
+        for line in lines
+    )
     stats = sup.stats()
     assert (stats.cancelled, stats.pending, stats.running) == (2, 0, 0)
 
@@ -178,12 +183,14 @@ async def test_spawn_during_shutdown_is_refused() -> None:
         sup.spawn_nowait(anyio.sleep, 0)
 
 
-async def test_task_ignoring_cancellation_cannot_hold_shutdown(anyio_backend: str) -> None:
+async def test_task_ignoring_cancellation_cannot_hold_shutdown(
+    anyio_backend: str,
+) -> None:
     """A task that keeps working after cancellation is abandoned past the grace."""
     if anyio_backend == "trio":
         pytest.skip(
             "trio re-delivers Cancelled at every checkpoint: a task cannot ignore "
-            "cancellation without shielding itself, which SPEC 3 allows to hold shutdown"
+            "cancellation without shielding itself, which SPEC 3 lets hold shutdown"
         )
     started = anyio.Event()
 
