@@ -11,7 +11,8 @@ from __future__ import annotations
 from ._compat import BackgroundTaskManager, add_background_task
 from ._records import ShutdownReport, SupervisorStats
 from ._registry import bind, current_supervisor
-from ._supervisor import Spawner, Supervisor
+from ._spawning import Spawner
+from ._supervisor import Supervisor
 from ._task import BackgroundTask, Retry, TaskOptions, TaskState
 from .exceptions import (
     Overloaded,

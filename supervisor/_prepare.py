@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["callable_name", "is_async_callable", "make_coroutine"]
+from ._task import BackgroundTask, TaskOptions
+
+if TYPE_CHECKING:
+    from ._supervisor import Supervisor
+
+__all__ = ["check_sync_arguments", "is_async_callable", "make_coroutine", "make_task"]
 
 _SPAWN_HINT = (
     "spawn(func, *args, **kwargs) passes every argument to func unchanged; "
@@ -102,3 +108,34 @@ def check_sync_arguments(
         raise TypeError(
             f"cannot spawn {callable_name(func)}: {exc}. {_SPAWN_HINT}"
         ) from None
+
+
+def make_task(
+    supervisor: Supervisor,
+    func: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    task_id: str,
+    options: TaskOptions,
+) -> BackgroundTask[Any]:
+    """Check what is spawned and build its record (nothing is scheduled yet)."""
+    is_async = is_async_callable(func)
+    if is_async:
+        coro = make_coroutine(func, args, kwargs)
+    else:
+        check_sync_arguments(func, args, kwargs)
+        coro = None
+    task: BackgroundTask[Any] = BackgroundTask(
+        task_id=task_id,
+        name=options.name or callable_name(func),
+        supervisor=supervisor,
+        func=func,
+        args=args,
+        kwargs=kwargs,
+        is_async=is_async,
+        options=options,
+        created=time.time(),
+    )
+    task._coro = coro
+    return task

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
 
 from ._task import BackgroundTask
 
-__all__ = ["ShutdownReport", "SupervisorStats"]
+__all__ = ["ShutdownReport", "SupervisorStats", "TaskTable"]
 
 
 @attrs.frozen
@@ -66,3 +67,32 @@ class ShutdownReport:
     def clean(self) -> bool:
         """True when nothing had to be cancelled or abandoned."""
         return not self.cancelled and not self.abandoned
+
+
+class TaskTable(Mapping[str, BackgroundTask[Any]]):
+    """Read-only view over live tasks plus the bounded history."""
+
+    __slots__ = ("_history", "_live")
+
+    def __init__(self, live: dict[str, Any], history: dict[str, Any]) -> None:
+        self._live = live
+        self._history = history
+
+    def __getitem__(self, task_id: str) -> BackgroundTask[Any]:
+        task = self._live.get(task_id)
+        if task is None:
+            task = self._history[task_id]
+        return task  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from list(self._live)
+        yield from list(self._history)
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._history)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._live or task_id in self._history
+
+    def __repr__(self) -> str:
+        return f"<supervisor tasks live={len(self._live)} history={len(self._history)}>"

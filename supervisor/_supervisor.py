@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import contextvars
 import enum
-import math
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import attrs
 import structlog
 
 from . import _prepare, _registry
 from ._backend import current_backend
+from ._checks import check_limit, check_seconds
 from ._events import EventHandler, EventSink, safe_log
-from ._records import ShutdownReport, SupervisorStats
+from ._records import ShutdownReport, SupervisorStats, TaskTable
 from ._runner import Runner
-from ._task import DEFAULT_OPTIONS, BackgroundTask, Retry, TaskOptions, TaskState
+from ._shutdown import drain_and_cancel
+from ._spawning import Spawner
+from ._task import DEFAULT_OPTIONS, BackgroundTask, Retry, TaskOptions
 from .exceptions import (
     Overloaded,
     SupervisorClosed,
@@ -39,16 +39,12 @@ from .exceptions import (
     SupervisorNotStarted,
 )
 
-__all__ = ["Spawner", "Supervisor"]
+__all__ = ["Supervisor"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _default_logger = structlog.get_logger("supervisor")
-
-#: Seconds cancelled tasks get to unwind after the shutdown deadline before
-#: they are reported as abandoned; keeps shutdown within ``timeout + 1 s``.
-CANCEL_GRACE = 0.5
 
 
 class _Phase(enum.Enum):
@@ -57,58 +53,6 @@ class _Phase(enum.Enum):
     RUNNING = "running"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-def _check_limit(name: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
-            f"{name} must be a positive int or None (no limit), got {value!r}"
-        )
-    return value
-
-
-def _check_seconds(name: str, value: float, *, zero_ok: bool = True) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-    ):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not zero_ok):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
-    return float(value)
-
-
-class _TaskTable(Mapping[str, BackgroundTask[Any]]):
-    """Read-only view over live tasks plus the bounded history."""
-
-    __slots__ = ("_history", "_live")
-
-    def __init__(self, live: dict[str, Any], history: dict[str, Any]) -> None:
-        self._live = live
-        self._history = history
-
-    def __getitem__(self, task_id: str) -> BackgroundTask[Any]:
-        task = self._live.get(task_id)
-        if task is None:
-            task = self._history[task_id]
-        return task  # type: ignore[no-any-return]
-
-    def __iter__(self) -> Iterator[str]:
-        yield from list(self._live)
-        yield from list(self._history)
-
-    def __len__(self) -> int:
-        return len(self._live) + len(self._history)
-
-    def __contains__(self, task_id: object) -> bool:
-        return task_id in self._live or task_id in self._history
-
-    def __repr__(self) -> str:
-        return f"<supervisor tasks live={len(self._live)} history={len(self._history)}>"
 
 
 class Supervisor:
@@ -140,9 +84,9 @@ class Supervisor:
         if not isinstance(name, str) or not name:
             raise TypeError(f"Supervisor name must be a non-empty str, got {name!r}")
         self.name = name
-        self.shutdown_timeout = _check_seconds("shutdown_timeout", shutdown_timeout)
-        self.max_concurrency = _check_limit("max_concurrency", max_concurrency)
-        self.max_pending = _check_limit("max_pending", max_pending)
+        self.shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
+        self.max_concurrency = check_limit("max_concurrency", max_concurrency)
+        self.max_pending = check_limit("max_pending", max_pending)
         if self.max_pending is not None and self.max_concurrency is None:
             raise ValueError(
                 f"max_pending={max_pending!r} needs max_concurrency: without a "
@@ -150,7 +94,7 @@ class Supervisor:
                 "drop max_pending"
             )
         if isinstance(thread_limit, int | bool) and not isinstance(thread_limit, bool):
-            _check_limit("thread_limit", thread_limit)
+            check_limit("thread_limit", thread_limit)
         elif not isinstance(thread_limit, anyio.CapacityLimiter):
             raise TypeError(
                 f"thread_limit must be a positive int or an anyio.CapacityLimiter, "
@@ -167,7 +111,7 @@ class Supervisor:
                 f"on_event must be a callable (event_name, data), got {on_event!r}"
             )
         self.on_event = on_event
-        self.event_timeout = _check_seconds(
+        self.event_timeout = check_seconds(
             "event_timeout", event_timeout, zero_ok=False
         )
         self.logger = _default_logger if logger is None else logger
@@ -183,7 +127,7 @@ class Supervisor:
         self._report: ShutdownReport | None = None
         self._id_prefix = uuid.uuid4().hex[:8]
         self._seq = 0
-        self._tasks = _TaskTable({}, {})
+        self._tasks = TaskTable({}, {})
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -236,7 +180,7 @@ class Supervisor:
             self._phase = _Phase.NEW
             raise
         self._runner = runner
-        self._tasks = _TaskTable(runner.live, runner.history)
+        self._tasks = TaskTable(runner.live, runner.history)
         self._phase = _Phase.RUNNING
         _registry.register(self)
         safe_log(self.logger, "info", "supervisor:started", supervisor=self.name)
@@ -254,7 +198,7 @@ class Supervisor:
         own ``move_on_after``.
         """
         if timeout is not None:
-            timeout = _check_seconds("shutdown(timeout=...)", timeout)
+            timeout = check_seconds("shutdown(timeout=...)", timeout)
         if self._phase is _Phase.CLOSED:
             return self._report or ShutdownReport()
         if self._phase is _Phase.NEW:
@@ -276,8 +220,11 @@ class Supervisor:
             self._shutdown_started = True
         self._phase = _Phase.CLOSING
         try:
-            report = await self._drain_and_cancel(
-                runner, self.shutdown_timeout if timeout is None else timeout
+            report = await drain_and_cancel(
+                runner,
+                self.shutdown_timeout if timeout is None else timeout,
+                logger=self.logger,
+                name=self.name,
             )
         finally:
             # Not inside a scope of ours: closing the nursery exits the scope
@@ -301,55 +248,6 @@ class Supervisor:
         if self._fatal is not None:
             raise self._fatal
         return report
-
-    async def _drain_and_cancel(self, runner: Runner, timeout: float) -> ShutdownReport:
-        """Drain for ``timeout``, then cancel; shielded so it always accounts."""
-        began = time.monotonic()
-        ended_before = runner.terminal_total
-        interrupted: BaseException | None = None
-        try:
-            with anyio.move_on_after(timeout):
-                await runner.wait_idle()
-        except anyio.get_cancelled_exc_class() as exc:
-            # The host itself is being cancelled: stop draining, still clean up.
-            interrupted = exc
-        completed = runner.terminal_total - ended_before
-
-        victims = [t for t in runner.live.values() if not t.options.shield]
-        shielded = [t for t in runner.live.values() if t.options.shield]
-        with anyio.CancelScope(shield=True):
-            if victims:
-                runner.hard_deadline = anyio.current_time() + CANCEL_GRACE
-                for task in victims:
-                    task.cancel("shutdown")
-                with anyio.move_on_after(CANCEL_GRACE):
-                    for task in victims:
-                        await task.wait_done()
-                for task in victims:
-                    await runner.abandon(task)  # a no-op for tasks that ended
-            waiting = [t.task_id for t in shielded if not t.done]
-            if waiting:
-                safe_log(
-                    self.logger,
-                    "warning",
-                    "supervisor:waiting_for_shielded",
-                    supervisor=self.name,
-                    task_ids=waiting,
-                )
-                runner.hard_deadline = math.inf
-                for task in shielded:
-                    await task.wait_done()
-            await runner.wait_idle()
-        if interrupted is not None:
-            raise interrupted
-        cancelled = tuple(t for t in victims if t.state is TaskState.CANCELLED)
-        return ShutdownReport(
-            completed=completed,
-            cancelled=cancelled,
-            abandoned=tuple(t for t in cancelled if t.abandoned),
-            shielded=tuple(shielded),
-            duration_s=time.monotonic() - began,
-        )
 
     async def __aenter__(self) -> Supervisor:
         if self._phase is not _Phase.NEW:
@@ -565,30 +463,13 @@ class Supervisor:
         kwargs: dict[str, Any],
         options: TaskOptions,
     ) -> BackgroundTask[Any]:
-        is_async = _prepare.is_async_callable(func)
-        if options.task_id is None:
+        task_id = options.task_id
+        if task_id is None:
             self._seq += 1
             task_id = f"{self._id_prefix}-{self._seq}"
-        else:
-            task_id = options.task_id
-        if is_async:
-            coro = _prepare.make_coroutine(func, args, kwargs)
-        else:
-            _prepare.check_sync_arguments(func, args, kwargs)
-            coro = None
-        task: BackgroundTask[Any] = BackgroundTask(
-            task_id=task_id,
-            name=options.name or _prepare.callable_name(func),
-            supervisor=self,
-            func=func,
-            args=args,
-            kwargs=kwargs,
-            is_async=is_async,
-            options=options,
-            created=time.time(),
+        return _prepare.make_task(
+            self, func, args, kwargs, task_id=task_id, options=options
         )
-        task._coro = coro
-        return task
 
     def _check_task_id(self, task: BackgroundTask[Any]) -> None:
         """A caller-chosen id must not belong to a live task (a finished one's may)."""
@@ -665,27 +546,3 @@ def _discard(task: BackgroundTask[Any]) -> None:
     if task._coro is not None:
         task._coro.close()
         task._coro = None
-
-
-@attrs.frozen
-class Spawner:
-    """Spawns with fixed :class:`TaskOptions`; made by :meth:`Supervisor.options`."""
-
-    supervisor: Supervisor
-    task_options: TaskOptions
-
-    async def spawn(
-        self, func: Any, /, *args: Any, **kwargs: Any
-    ) -> BackgroundTask[Any]:
-        """:meth:`Supervisor.spawn` with these options."""
-        return await self.supervisor._spawn(func, args, kwargs, self.task_options)
-
-    def spawn_nowait(
-        self, func: Any, /, *args: Any, **kwargs: Any
-    ) -> BackgroundTask[Any]:
-        """:meth:`Supervisor.spawn_nowait` with these options."""
-        return self.supervisor._spawn_nowait(func, args, kwargs, self.task_options)
-
-    def spawn_threadsafe(self, func: Any, /, *args: Any, **kwargs: Any) -> str:
-        """:meth:`Supervisor.spawn_threadsafe` with these options."""
-        return self.supervisor._spawn_threadsafe(func, args, kwargs, self.task_options)
