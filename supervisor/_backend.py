@@ -134,8 +134,11 @@ class TrioBackend:
         self._nursery = await self._manager.__aenter__()
 
     def spawn(self, runner: Runner, task: BackgroundTask[Any]) -> None:
-        task._handle = self._trio.CancelScope(shield=task.options.shield)
-        self._nursery.start_soon(_in_scope, runner, task)
+        # The runner enters the scope first thing; a cancel() before that is
+        # remembered by the scope and delivered at the task's first checkpoint.
+        scope = self._trio.CancelScope(shield=task.options.shield)
+        task._handle = task._scope = scope
+        self._nursery.start_soon(runner, task)
 
     def cancel(self, task: BackgroundTask[Any], reason: str) -> None:
         task._handle.cancel()
@@ -162,11 +165,6 @@ class TrioBackend:
         self.check_nesting()
         manager, self._manager = self._manager, None
         await manager.__aexit__(None, None, None)
-
-
-async def _in_scope(runner: Runner, task: BackgroundTask[Any]) -> None:
-    with task._handle:
-        await runner(task)
 
 
 def current_backend() -> Backend:

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-__all__ = ["EventHandler", "EventSink", "safe_log"]
+__all__ = ["EventHandler", "EventSink", "debug_enabled", "safe_log"]
 
 EventHandler = Callable[[str, dict[str, Any]], Any]
 
@@ -44,6 +44,22 @@ def safe_log(logger: Any, level: str, event: str, **fields: Any) -> None:
             fields,
             exc_info,
         )
+
+
+def debug_enabled(logger: Any) -> bool:
+    """Whether ``logger`` (as configured now) lets debug lines through.
+
+    Understands structlog's filtering loggers (``is_enabled_for``) and
+    stdlib-backed ones (``isEnabledFor``); anything else counts as enabled.
+    """
+    try:
+        bound = logger.bind()  # resolves a lazy proxy to the configured logger
+        check = getattr(bound, "is_enabled_for", None) or getattr(
+            bound, "isEnabledFor", None
+        )
+        return True if check is None else bool(check(logging.DEBUG))
+    except Exception:
+        return True
 
 
 class EventSink:

@@ -58,6 +58,10 @@ class Runner:
     admission: anyio.CapacityLimiter | None
     history_limit: int
     on_fatal: Callable[[BaseException, Task], None]
+    # Whether the app's logger lets debug lines through, decided at startup:
+    # success lines are most of the traffic, and building one that is then
+    # filtered out costs more than the rest of a task's bookkeeping.
+    log_success: bool = True
     queue: deque[Task] = attrs.Factory(deque)
     queued: int = 0
     live: dict[str, Task] = attrs.Factory(dict)
@@ -158,28 +162,41 @@ class Runner:
     # -- the task body -----------------------------------------------------
 
     async def run(self, task: Task) -> None:
-        """The native task's body: never lets an exception reach the nursery."""
-        task._entered = True
-        if task.cancel_reason is not None:
-            # Cancelled before it ever started: no task:started, attempt=0.
-            if task._coro is not None:
-                task._coro.close()
-            await self._end_cancelled(task)
-            return
-        try:
-            if task.is_async and task.options is DEFAULT_OPTIONS:
-                # The hot path: no limits, no options, no threads.
-                self._start(task)
-                if self.sink is not None:
-                    await self._emit(task, "task:started")
-                coro, task._coro = task._coro, None
-                result = await coro
+        """The native task's body: never lets an exception reach the nursery.
+
+        ``task._scope`` is the task's own trio ``CancelScope`` (on asyncio, a
+        shared no-op context: the asyncio task itself is the cancel handle).
+        """
+        with task._scope:
+            task._entered = True
+            if task.cancel_reason is not None:
+                # Cancelled before it ever started: no task:started, attempt=0.
+                if task._coro is not None:
+                    task._coro.close()
+                await self._end_cancelled(task)
+                return
+            try:
+                if task.is_async and task.options is DEFAULT_OPTIONS:
+                    # The hot path: no options, no threads.
+                    self._start(task)
+                    if self.sink is not None:
+                        await self._emit(task, "task:started")
+                    coro, task._coro = task._coro, None
+                    result = await coro
+                else:
+                    result = await self._run_attempts(task)
+            except BaseException as exc:
+                await self._end_exc(task, exc)
             else:
-                result = await self._run_attempts(task)
-        except BaseException as exc:
-            await self._end_exc(task, exc)
-        else:
-            await self._end_ok(task, result)
+                if self._settle(task, _SUCCEEDED):
+                    task.result = result
+                    if self.log_success:
+                        safe_log(
+                            self.logger, "debug", "task:succeeded", **self._fields(task)
+                        )
+                    if self.sink is not None:
+                        await self._emit(task, "task:succeeded")
+                    self._retire(task)
 
     async def _run_attempts(self, task: Task) -> Any:
         options = task.options
@@ -304,15 +321,6 @@ class Runner:
             "attempt": task.attempts,
             "duration_s": task.duration_s,
         }
-
-    async def _end_ok(self, task: Task, result: Any) -> None:
-        if not self._settle(task, _SUCCEEDED):
-            return
-        task.result = result
-        safe_log(self.logger, "debug", "task:succeeded", **self._fields(task))
-        if self.sink is not None:
-            await self._emit(task, "task:succeeded")
-        self._retire(task)
 
     async def _end_exc(self, task: Task, exc: BaseException) -> None:
         if isinstance(exc, self.backend.cancelled_exc):

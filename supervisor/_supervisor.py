@@ -26,7 +26,7 @@ import structlog
 from . import _prepare, _registry
 from ._backend import current_backend
 from ._checks import check_limit, check_seconds
-from ._events import EventHandler, EventSink, safe_log
+from ._events import EventHandler, EventSink, debug_enabled, safe_log
 from ._records import ShutdownReport, SupervisorStats, TaskTable
 from ._runner import Runner
 from ._shutdown import drain_and_cancel
@@ -171,6 +171,7 @@ class Supervisor:
                 admission=None if mp is None else anyio.CapacityLimiter(mp),
                 history_limit=self.history,
                 on_fatal=self._on_fatal,
+                log_success=debug_enabled(self.logger),
             )
             self._host = anyio.get_current_task()
             self._token = anyio.lowlevel.current_token()
@@ -486,11 +487,12 @@ class Supervisor:
         runner.history.pop(task.task_id, None)
 
     def _admit(self, runner: Runner, task: BackgroundTask[Any]) -> bool:
-        try:
-            self._check_task_id(task)
-        except SupervisorError:
-            _discard(task)
-            raise
+        if task.options.task_id is not None:
+            try:
+                self._check_task_id(task)
+            except SupervisorError:
+                _discard(task)
+                raise
         return runner.try_admit(task)
 
     # -- inspection --------------------------------------------------------

@@ -9,6 +9,7 @@ read, which keeps the spawn path free of ``datetime`` work.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import enum
 import random
@@ -158,6 +159,10 @@ class TaskOptions:
 
 DEFAULT_OPTIONS = TaskOptions()
 
+# The per-task cancel scope on backends that need none (asyncio cancels the
+# asyncio.Task itself); nullcontext is reentrant and stateless, so one serves all.
+_NO_SCOPE = contextlib.nullcontext()
+
 
 def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
@@ -196,6 +201,7 @@ class BackgroundTask(Generic[T]):
     # bookkeeping (holds a slot; waits in the queue with its spawner's context).
     _coro: Any = None
     _handle: Any = None
+    _scope: contextlib.AbstractContextManager[Any] = _NO_SCOPE
     _entered: bool = False
     _thread_done: bool = False
     _done: anyio.Event | None = None
