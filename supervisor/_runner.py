@@ -83,11 +83,18 @@ class Runner:
 
     # -- launching ---------------------------------------------------------
 
-    def launch(self, task: Task) -> None:
-        """Register a validated, admitted task and start its native task."""
+    def _register(self, task: Task) -> None:
+        if task.options.task_id is not None:
+            # Reusing a finished task's id: the new record replaces the old
+            # one, but only now that the new task is certainly admitted.
+            self.history.pop(task.task_id, None)
         self.live[task.task_id] = task
         self.spawned += 1
         self.pending += 1
+
+    def launch(self, task: Task) -> None:
+        """Register a validated, admitted task and start its native task."""
+        self._register(task)
         self.backend.spawn(self.run, task)
 
     def try_admit(self, task: Task) -> bool:
@@ -110,9 +117,7 @@ class Runner:
 
     def enqueue(self, task: Task) -> None:
         """Queue ``task`` for a slot (holding its admission token, if any)."""
-        self.live[task.task_id] = task
-        self.spawned += 1
-        self.pending += 1
+        self._register(task)
         task._context = contextvars.copy_context()
         task._queued = True
         self.queued += 1
@@ -188,7 +193,12 @@ class Runner:
             except BaseException as exc:
                 await self._end_exc(task, exc)
             else:
-                if self._settle(task, _SUCCEEDED):
+                if task.cancel_reason is not None:
+                    # cancel() said yes, but the body returned before the
+                    # cancellation reached it (trio delivers it at the next
+                    # checkpoint): the caller's request wins, as on asyncio.
+                    await self._end_cancelled(task)
+                elif self._settle(task, _SUCCEEDED):
                     task.result = result
                     if self.log_success:
                         safe_log(

@@ -484,7 +484,6 @@ class Supervisor:
                 f"Supervisor {self.name!r}; pick another id, or wait for that task "
                 "to finish (a finished task's id may be reused)"
             )
-        runner.history.pop(task.task_id, None)
 
     def _admit(self, runner: Runner, task: BackgroundTask[Any]) -> bool:
         if task.options.task_id is not None:

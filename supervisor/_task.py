@@ -276,9 +276,12 @@ class BackgroundTask(Generic[T]):
     def cancel(self, reason: str = "cancelled by caller") -> bool:
         """Ask the task to stop; it ends ``CANCELLED`` with ``reason``.
 
-        Returns False if the task had already ended (nothing to cancel). A
-        task that has not started yet never starts. Call from the event loop
-        thread that runs the supervisor.
+        Returns False if the task had already ended (nothing to cancel) or was
+        already being cancelled. A task that has not started yet never starts;
+        one whose body returns before the cancellation reaches it still ends
+        ``CANCELLED`` (its result is dropped); one that raises on its way out
+        ends ``FAILED`` with that error, which is more useful to see. Call
+        from the event loop thread that runs the supervisor.
         """
         if self.state in _TERMINAL or self.cancel_reason is not None:
             return False

@@ -1,4 +1,4 @@
-"""Tasks run in a copy of their spawner's contextvars (SPEC 3 and "Details that are fixed").
+"""Tasks run in a copy of their spawner's contextvars (SPEC 3 and its fixed details).
 
 That is what puts a request's ``request_id`` (bound with
 ``structlog.contextvars``) on the log lines of the background tasks the
@@ -177,7 +177,7 @@ def _read_and_change_sync() -> str:
 async def test_plain_contextvar_is_copied_and_changes_do_not_leak_back(
     func: Callable[[], Any],
 ) -> None:
-    """A ContextVar set by the spawner is seen by the task; the task's changes stay its own."""
+    """The task sees the spawner's ContextVar value; its own changes stay its own."""
     async with Supervisor() as sup:
         token = VAR.set("spawner-value")
         try:

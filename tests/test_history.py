@@ -1,4 +1,4 @@
-"""Bounded history: finished records are kept up to ``history``, live ones always (SPEC 3).
+"""Bounded history: up to ``history`` finished records, live ones always (SPEC 3).
 
 A service that spawns millions of tasks must have a flat memory curve, so
 the supervisor keeps only the last ``history`` finished records, while
@@ -137,7 +137,7 @@ async def test_stats_totals_are_never_reduced_by_eviction() -> None:
 
 
 async def test_a_finished_tasks_id_can_be_reused() -> None:
-    """options(task_id=...) may reuse the id of a finished task; get() finds the new one."""
+    """options(task_id=...) may reuse a finished task's id; get() finds the new one."""
     async with Supervisor() as sup:
         first = await sup.options(task_id="nightly").spawn(_quick, 1)
         with anyio.fail_after(10):
@@ -158,7 +158,7 @@ async def test_a_finished_tasks_id_can_be_reused() -> None:
 
 
 async def test_a_live_tasks_id_cannot_be_reused() -> None:
-    """Spawning with the id of a live task raises SupervisorError and changes nothing."""
+    """Reusing the id of a live task raises SupervisorError and changes nothing."""
     release = anyio.Event()
 
     async def blocked() -> None:

@@ -1,4 +1,4 @@
-"""Limits: max_concurrency, max_pending and thread_limit (SPEC 2, 3 and "Details that are fixed").
+"""Limits: max_concurrency, max_pending and thread_limit (SPEC 2, 3 and fixed details).
 
 ``max_concurrency`` bounds RUNNING tasks and starts waiting ones in FIFO
 order on both backends; ``max_pending`` bounds the waiting ones (live tasks
@@ -10,7 +10,9 @@ and a sync task waiting for a thread is still PENDING.
 
 from __future__ import annotations
 
+import gc
 import threading
+import warnings
 from typing import Any
 
 import anyio
@@ -139,7 +141,7 @@ async def _fill(sup: Supervisor, release: anyio.Event, n: int) -> list[Any]:
 
 
 async def test_spawn_nowait_raises_overloaded_and_leaves_no_trace() -> None:
-    """With max_concurrency running and max_pending waiting, spawn_nowait raises Overloaded."""
+    """When max_concurrency run and max_pending wait, spawn_nowait raises Overloaded."""
     release = anyio.Event()
     ran: list[str] = []
 
@@ -300,7 +302,7 @@ async def test_thread_limit_bounds_sync_tasks_and_waiting_ones_are_pending() -> 
 
 
 async def test_thread_wait_counts_against_max_pending() -> None:
-    """A sync task waiting for a thread slot is PENDING and is admitted like any other."""
+    """A sync task waiting for a thread is PENDING and is admitted like any other."""
     release = threading.Event()
     entered = anyio.Event()
 
@@ -396,3 +398,37 @@ async def test_overloaded_spawn_keeps_a_finished_record_with_the_same_id() -> No
         release.set()
         with anyio.fail_after(10):
             await sup.wait_idle()
+
+
+async def test_a_cancelled_waiting_spawn_leaves_no_trace() -> None:
+    """A spawn() cancelled while waiting for room spawns nothing, keeps old records."""
+    release = anyio.Event()
+
+    async def quick() -> str:
+        return "first"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with Supervisor(max_concurrency=1, max_pending=1) as sup:
+            old = await sup.options(task_id="report").spawn(quick)
+            with anyio.fail_after(10):
+                await old.wait()
+            await _fill(sup, release, 2)
+            await anyio.wait_all_tasks_blocked()
+            before = sup.stats()
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await sup.options(task_id="other").spawn(quick)
+            assert scope.cancelled_caught
+            assert sup.stats() == before
+            assert sup.get("other") is None
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await sup.options(task_id="report").spawn(quick)
+            assert sup.stats() == before
+            assert sup.get("report") is old
+            release.set()
+            with anyio.fail_after(10):
+                await sup.wait_idle()
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
