@@ -50,3 +50,10 @@ def bench(session: nox.Session) -> None:
     """Spawn cost, throughput and memory against the native nurseries and peers."""
     _install(session, "bench")
     session.run("python", "benchmarks/bench_spawn.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """A real app under uvicorn spawns tasks (one fails), SIGTERM, failure summary."""
+    _install(session, "integrations")
+    session.run("python", "examples/demo.py", *session.posargs)

@@ -228,11 +228,13 @@ class Supervisor:
                 name=self.name,
             )
         finally:
+            # Every task has ended by now: the supervisor is closed even if
+            # closing the nursery re-raises the host's own cancellation.
+            self._phase = _Phase.CLOSED
+            _registry.unregister(self)
             # Not inside a scope of ours: closing the nursery exits the scope
             # startup() entered, which must be the innermost one here.
             await runner.backend.close()
-            self._phase = _Phase.CLOSED
-            _registry.unregister(self)
         self._report = report
         safe_log(
             self.logger,

@@ -38,6 +38,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
+
 from ._events import safe_log
 from ._registry import bind
 from ._supervisor import Supervisor
@@ -136,7 +138,7 @@ class _InnerLifespan:
             await self._send(message)
 
     async def wait_for_shutdown(self) -> None:
-        """Wait for the server's ``lifespan.shutdown`` after the inner app left early."""
+        """Wait for the server's ``lifespan.shutdown`` (the inner app left early)."""
         if self.shutdown_requested:
             return
         message = await self._receive()
@@ -222,22 +224,22 @@ async def run_lifespan(
             inner_error = None
             inner.startup_reply = {"type": "lifespan.startup.complete"}
             await send(inner.startup_reply)
-        if inner.startup_reply["type"] == "lifespan.startup.complete":
-            if inner.shutdown_reply is None and not inner.shutdown_requested:
-                if inner_error is not None:
-                    # The app's lifespan died mid-life; requests still run and
-                    # still spawn, so the supervisor lives on until the server
-                    # shuts down, and the error is re-raised then.
-                    safe_log(
-                        sup.logger,
-                        "error",
-                        "supervisor:asgi_lifespan_failed",
-                        supervisor=sup.name,
-                        error=str(inner_error),
-                        error_type=type(inner_error).__name__,
-                        exc_info=inner_error,
-                    )
-                await inner.wait_for_shutdown()
+        left_early = inner.shutdown_reply is None and not inner.shutdown_requested
+        if inner.startup_reply["type"] == "lifespan.startup.complete" and left_early:
+            if inner_error is not None:
+                # The app's lifespan died mid-life; requests still run and
+                # still spawn, so the supervisor lives on until the server
+                # shuts down, and the error is re-raised then.
+                safe_log(
+                    sup.logger,
+                    "error",
+                    "supervisor:asgi_lifespan_failed",
+                    supervisor=sup.name,
+                    error=str(inner_error),
+                    error_type=type(inner_error).__name__,
+                    exc_info=inner_error,
+                )
+            await inner.wait_for_shutdown()
         finished = True
     finally:
         if not finished:
@@ -248,7 +250,11 @@ async def run_lifespan(
     startup_failed = inner.startup_reply["type"] == "lifespan.startup.failed"
     try:
         await sup.shutdown()
+    except anyio.get_cancelled_exc_class():
+        raise
     except BaseException as exc:
+        # A task's KeyboardInterrupt/SystemExit/... stops the supervisor and
+        # comes out of shutdown(): tell the server, then let it propagate.
         kind = "startup" if startup_failed else "shutdown"
         await send(
             {
@@ -332,7 +338,8 @@ class SupervisorMiddleware:
         await self.app(scope, receive, send)
 
     def __repr__(self) -> str:
-        return f"<supervisor.asgi.SupervisorMiddleware {self.supervisor!r} app={self.app!r}>"
+        name = "supervisor.asgi.SupervisorMiddleware"
+        return f"<{name} {self.supervisor!r} app={self.app!r}>"
 
 
 class BindSupervisorMiddleware:

@@ -35,11 +35,13 @@ from .starlette import lifespan
 __all__ = ["BindSupervisorMiddleware", "DepSupervisor", "get_supervisor", "lifespan"]
 
 
-def get_supervisor(request: Request) -> Supervisor:
+async def get_supervisor(request: Request) -> Supervisor:
     """A FastAPI dependency: the app's supervisor, from the lifespan state.
 
-    Raises :class:`LookupError` (a 500) when the app's lifespan does not run
-    one; see :func:`supervisor.starlette.get_supervisor`.
+    ``async`` only so that FastAPI calls it on the event loop instead of
+    sending a plain function to the thread pool; outside dependencies use the
+    synchronous :func:`supervisor.starlette.get_supervisor`. Raises
+    :class:`LookupError` (a 500) when the app's lifespan does not run one.
     """
     return _get_supervisor(request)
 

@@ -49,10 +49,12 @@ __all__ = ["BindSupervisorMiddleware", "get_supervisor", "lifespan"]
 
 #: What a Starlette ``lifespan=`` accepts: ``app -> async context manager``
 #: yielding ``None`` or a state mapping.
-UserLifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
+UserLifespan = Callable[
+    [Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]
+]
 
 
-class lifespan:  # noqa: N801 - used like the decorator-style function it replaces
+class lifespan:
     """A Starlette/FastAPI ``lifespan=`` that runs a supervisor around yours.
 
     ``user_lifespan`` is your own lifespan (``app -> async context
@@ -91,7 +93,9 @@ class lifespan:  # noqa: N801 - used like the decorator-style function it replac
             Supervisor(**supervisor_options) if supervisor is None else supervisor
         )
 
-    def __call__(self, app: Any) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]:
+    def __call__(
+        self, app: Any
+    ) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]:
         return self._run(app)
 
     @contextlib.asynccontextmanager
@@ -131,8 +135,9 @@ def get_supervisor(
     if not isinstance(sup, Supervisor):
         raise LookupError(
             f"no supervisor in the request state under {state_key!r}: create the app "
-            "with `lifespan=supervisor.starlette.lifespan(...)` (or wrap it in "
-            "supervisor.asgi.SupervisorMiddleware), and run it under a server with "
+            "with `lifespan=supervisor.starlette.lifespan(...)` (FastAPI: "
+            "`supervisor.fastapi.lifespan(...)`) or wrap it in "
+            "supervisor.asgi.SupervisorMiddleware, and run it under a server with "
             "lifespan support (uvicorn/hypercorn, or TestClient used as a context "
             "manager)"
         )
