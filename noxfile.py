@@ -26,7 +26,8 @@ def _install(session: nox.Session, *groups: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite; every async test runs on asyncio and trio."""
-    _install(session, "tests", "integrations")
+    # docs: the suite builds the docs with -W and runs every example in them.
+    _install(session, "tests", "integrations", "docs")
     session.run("pytest", *session.posargs)
 
 
@@ -57,3 +58,23 @@ def demo(session: nox.Session) -> None:
     """A real app under uvicorn spawns tasks (one fails), SIGTERM, failure summary."""
     _install(session, "integrations")
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the HTML docs with warnings as errors (nitpicky, offline).
+
+    The integrations group is installed so that autodoc can import the
+    Starlette, FastAPI and QakeAPI modules for the API reference.
+    """
+    _install(session, "docs", "integrations")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )

@@ -11,11 +11,13 @@ from __future__ import annotations
 from ._compat import BackgroundTaskManager, add_background_task
 from ._records import ShutdownReport, SupervisorStats
 from ._registry import bind, current_supervisor
+from ._services import Service
 from ._spawning import Spawner
 from ._supervisor import Supervisor
 from ._task import BackgroundTask, Retry, TaskOptions, TaskState
 from .exceptions import (
     Overloaded,
+    ServiceFailedToStart,
     SupervisorClosed,
     SupervisorError,
     SupervisorNotStarted,
@@ -28,6 +30,8 @@ __all__ = [
     "BackgroundTaskManager",
     "Overloaded",
     "Retry",
+    "Service",
+    "ServiceFailedToStart",
     "ShutdownReport",
     "Spawner",
     "Supervisor",

@@ -193,7 +193,7 @@ class Runner:
             except BaseException as exc:
                 await self._end_exc(task, exc)
             else:
-                if task.cancel_reason is not None:
+                if _cancel_requested(task):
                     # cancel() said yes, but the body returned before the
                     # cancellation reached it (trio delivers it at the next
                     # checkpoint): the caller's request wins, as on asyncio.
@@ -421,6 +421,12 @@ class Runner:
             if self.sink is not None:
                 await self._emit(task, "task:cancelled", **extra)
             self._retire(task)
+
+
+def _cancel_requested(task: Task) -> bool:
+    # A function, not an inline test: cancel() may set the reason while the
+    # body awaits, and type checkers would narrow the attribute across it.
+    return task.cancel_reason is not None
 
 
 def _in_thread(task: Task) -> Any:

@@ -23,12 +23,13 @@ import anyio.from_thread
 import anyio.lowlevel
 import structlog
 
-from . import _prepare, _registry
+from . import _prepare, _registry, _services
 from ._backend import current_backend
 from ._checks import check_limit, check_seconds
 from ._events import EventHandler, EventSink, debug_enabled, safe_log
 from ._records import ShutdownReport, SupervisorStats, TaskTable
 from ._runner import Runner
+from ._services import GiveUp, Restart, Service
 from ._shutdown import drain_and_cancel
 from ._spawning import Spawner
 from ._task import DEFAULT_OPTIONS, BackgroundTask, Retry, TaskOptions
@@ -283,13 +284,24 @@ class Supervisor:
         """A task raised KeyboardInterrupt/SystemExit/...: stop, as trio would."""
         if self._fatal is None:
             self._fatal = exc
+        self._stop(
+            f"supervisor stopped: task {task.name!r} raised {type(exc).__name__}"
+        )
+
+    def _stop(self, reason: str, *, spare: BackgroundTask[Any] | None = None) -> None:
+        """Stop from inside: refuse spawns, cancel the others, wake the body.
+
+        Shared by fatal errors and services that give up with
+        ``give_up="shutdown"``; ``spare`` is a task that is ending by itself.
+        The host still calls shutdown() (``async with`` does) to drain and
+        report; only a fatal error makes that re-raise.
+        """
         if self._phase is _Phase.RUNNING:
             self._phase = _Phase.CLOSING
         runner = self._runner
         assert runner is not None
-        reason = f"supervisor stopped: task {task.name!r} raised {type(exc).__name__}"
         for other in list(runner.live.values()):
-            if not other.options.shield:
+            if other is not spare and not other.options.shield:
                 other.cancel(reason)
         if self._body_scope is not None:
             self._body_scope.cancel(reason)
@@ -362,6 +374,50 @@ class Supervisor:
         :class:`Overloaded` rather than waiting for room.
         """
         return self._spawn_threadsafe(func, args, kwargs, DEFAULT_OPTIONS)
+
+    async def start_service(
+        self,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        restart: Restart = "permanent",
+        max_restarts: int = 3,
+        period: float = 5.0,
+        backoff: float = 0.0,
+        name: str | None = None,
+        give_up: GiveUp = "log",
+    ) -> Service:
+        """Run ``func(*args)`` for the app's lifetime, restarted on crash (OTP style).
+
+        ``restart``: ``"permanent"`` restarts after a crash or a return,
+        ``"transient"`` after a crash only, ``"temporary"`` never. More than
+        ``max_restarts`` restarts within ``period`` seconds and the service
+        gives up: a ``service:gave_up`` error line and event, its record ends
+        ``FAILED``, and with ``give_up="shutdown"`` the supervisor stops
+        (spawns refused, other tasks cancelled, the ``async with`` body
+        woken). ``backoff`` seconds pass before each restart. Cancellation
+        (shutdown, :meth:`Service.cancel`) is never a crash.
+
+        Like ``nursery.start(fn, *args)``, positional arguments only, so the
+        options never collide with ``func``'s keywords: pass keywords with
+        ``functools.partial(func, key=value)``. If ``func`` takes a
+        ``task_status`` parameter, this waits until the first run calls
+        ``task_status.started(value)`` and the handle's ``value`` is that
+        value; a first run that crashes or returns first raises
+        :class:`ServiceFailedToStart` (not restarted). Services run outside
+        ``max_concurrency``/``max_pending``: they would hold a slot forever.
+        """
+        return await _services.start_service(
+            self,
+            func,
+            args,
+            restart=restart,
+            max_restarts=max_restarts,
+            period=period,
+            backoff=backoff,
+            name=name,
+            give_up=give_up,
+        )
 
     async def _spawn(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "Overloaded",
+    "ServiceFailedToStart",
     "SupervisorClosed",
     "SupervisorError",
     "SupervisorNotStarted",
@@ -48,6 +49,17 @@ class Overloaded(SupervisorError):
     Raised by :meth:`Supervisor.spawn_nowait` and
     :meth:`Supervisor.spawn_threadsafe`; :meth:`Supervisor.spawn` waits for
     room instead. Shed the load (e.g. answer 503) or raise the limits.
+    """
+
+
+class ServiceFailedToStart(SupervisorError):
+    """Raised by :meth:`Supervisor.start_service` when a service never got ready.
+
+    The service takes ``task_status`` and its first run crashed, returned, or
+    was cancelled before calling ``task_status.started()``. The crash is
+    ``__cause__`` (and the service's record ends ``FAILED`` with it). A
+    service that cannot start is not restarted: the caller is told instead,
+    the way ``TaskGroup.start`` raises the child's error.
     """
 
 

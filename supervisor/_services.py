@@ -1,0 +1,461 @@
+"""Long-running services, restarted on crash the way Erlang/OTP does it (SPEC 3).
+
+A service (a queue consumer, a poller) is one :class:`BackgroundTask` for its
+whole life: its body, :func:`run_service`, calls the user's function again
+and again in the same native task, so the record stays ``RUNNING`` across
+restarts, ``attempts`` counts the runs, and the task ends through the
+runner's usual path (one terminal log line and event, stats as usual).
+Restarting in place rather than spawning a new task per run keeps one id to
+look up, keeps the caller's contextvars, and needs nothing from the runner's
+hot path.
+
+Restart strategies, as in OTP:
+
+* ``"permanent"``: always restarted, after a crash or a normal return;
+* ``"transient"``: restarted after a crash (an ``Exception``) only; a
+  return ends it ``SUCCEEDED``;
+* ``"temporary"``: never restarted; a crash ends it ``FAILED``, a return
+  ``SUCCEEDED``.
+
+Restart intensity: more than ``max_restarts`` restarts within ``period``
+seconds (a sliding window over ``anyio.current_time()``) means restarting is
+not helping, so the service gives up loudly: one ``service:gave_up`` error
+line and event, the record ends ``FAILED`` with the last error, and with
+``give_up="shutdown"`` the whole supervisor stops.
+
+Cancellation (shutdown, ``task.cancel()``) is never a crash: a cancelled
+service ends ``CANCELLED`` and is not restarted. Nor is one that ends while
+the supervisor is shutting down: the drain is waiting for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from ._checks import check_seconds
+from ._events import safe_log
+from ._prepare import callable_name, is_async_callable
+from ._task import BackgroundTask, TaskOptions, TaskState
+from .exceptions import ServiceFailedToStart
+
+if TYPE_CHECKING:
+    from ._runner import Runner
+    from ._supervisor import Supervisor
+
+__all__ = ["GiveUp", "Restart", "Service", "run_service", "start_service"]
+
+Restart = Literal["permanent", "transient", "temporary"]
+GiveUp = Literal["log", "shutdown"]
+
+_RESTARTS: tuple[str, ...] = ("permanent", "transient", "temporary")
+_GIVE_UPS: tuple[str, ...] = ("log", "shutdown")
+
+_KEYWORDS_HINT = (
+    "start_service(func, *args) passes positional arguments only, so that its "
+    "options never collide with func's own keywords; give keyword arguments with "
+    "functools.partial(func, key=value)"
+)
+
+
+@attrs.define(eq=False)
+class _ServiceState:
+    """What the restart loop and the :class:`Service` handle share."""
+
+    func: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...]
+    restart: Restart
+    max_restarts: int
+    period: float
+    backoff: float
+    give_up: GiveUp
+    # Whether func takes ``task_status``; if so start_service() waits for
+    # the first run to call started() (``startup_over`` says it did, or failed).
+    wants_status: bool
+    task: BackgroundTask[Any] | None = None
+    restarts: int = 0
+    # Times of the restarts within the last ``period`` seconds.
+    window: deque[float] = attrs.Factory(deque)
+    startup_over: bool = False
+    ready: bool = False
+    value: Any = None
+    # The scope start_service() waits in; started() cancels it to wake it.
+    waiter: anyio.CancelScope | None = None
+
+    def mark_ready(self, value: Any) -> None:
+        if self.startup_over:
+            return
+        self.startup_over = True
+        self.ready = True
+        self.value = value
+        if self.waiter is not None:
+            self.waiter.cancel()
+
+
+class _TaskStatus:
+    """The ``task_status`` a service receives: anyio's ``TaskStatus`` shape.
+
+    Only the first run's ``started(value)`` matters: it hands ``value`` to
+    ``start_service()``. A restarted run gets a fresh one, whose
+    ``started()`` does nothing, so the same code serves every run.
+    """
+
+    __slots__ = ("_called", "_state")
+
+    def __init__(self, state: _ServiceState) -> None:
+        self._state = state
+        self._called = False
+
+    def started(self, value: Any = None) -> None:
+        """Report the service ready; ``value`` is returned by ``start_service()``."""
+        if self._called:
+            raise RuntimeError(
+                "task_status.started() was called twice in the same run of a "
+                "service; call it once, when the service is ready"
+            )
+        self._called = True
+        self._state.mark_ready(value)  # a no-op once the first run decided
+
+
+@attrs.define(frozen=True, eq=False, repr=False)
+class Service:
+    """A handle on a running service, returned by :meth:`Supervisor.start_service`.
+
+    ``task`` is the service's :class:`BackgroundTask` record (one for its
+    whole life, ``RUNNING`` across restarts, ``attempts`` counting runs);
+    ``value`` is what the first run passed to ``task_status.started()``
+    (None without readiness). The service belongs to the supervisor: it is
+    cancelled at shutdown, or earlier with :meth:`cancel`.
+    """
+
+    task: BackgroundTask[Any]
+    value: Any
+    _state: _ServiceState = attrs.field(alias="state")
+
+    @property
+    def name(self) -> str:
+        """The service's task name."""
+        return self.task.name
+
+    @property
+    def restart(self) -> Restart:
+        """Its restart strategy: ``"permanent"``, ``"transient"`` or ``"temporary"``."""
+        return self._state.restart
+
+    @property
+    def restarts(self) -> int:
+        """How many times it has been restarted so far (live count)."""
+        return self._state.restarts
+
+    def cancel(self, reason: str = "cancelled by caller") -> bool:
+        """Stop the service for good (no restart); its record ends ``CANCELLED``.
+
+        Returns False if it had already ended or was already being cancelled.
+        """
+        return self.task.cancel(reason)
+
+    def __repr__(self) -> str:
+        return (
+            f"<supervisor.Service {self.task.name!r} id={self.task.task_id} "
+            f"{self.task.state.value} {self._state.restart} "
+            f"restarts={self._state.restarts}>"
+        )
+
+
+# -- starting --------------------------------------------------------------
+
+
+async def start_service(
+    sup: Supervisor,
+    func: Any,
+    args: tuple[Any, ...],
+    *,
+    restart: Restart,
+    max_restarts: int,
+    period: float,
+    backoff: float,
+    name: str | None,
+    give_up: GiveUp,
+) -> Service:
+    """The body of :meth:`Supervisor.start_service`: check, launch, await readiness."""
+    _check_function(func)
+    wants_status = _check_arguments(func, args)
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"service name must be a non-empty str or None, got {name!r}")
+    state = _ServiceState(
+        func=func,
+        args=args,
+        restart=_check_choice("restart", restart, _RESTARTS),  # type: ignore[arg-type]
+        max_restarts=_check_max_restarts(max_restarts),
+        period=check_seconds("period", period, zero_ok=False),
+        backoff=_check_backoff(backoff),
+        give_up=_check_choice("give_up", give_up, _GIVE_UPS),  # type: ignore[arg-type]
+        wants_status=wants_status,
+        startup_over=not wants_status,
+    )
+    runner = sup._open_runner()
+    task = sup._make_task(
+        run_service, (state,), {}, TaskOptions(name=name or callable_name(func))
+    )
+    state.task = task
+    # Launched directly, outside max_concurrency and max_pending: a service
+    # runs for the app's lifetime, so it would hold a slot forever and could
+    # queue behind (or starve) the short tasks those limits are for.
+    runner.launch(task)
+    if not wants_status:
+        return Service(task, None, state)
+
+    try:
+        with anyio.CancelScope() as waiter:
+            state.waiter = waiter
+            await task.wait_done()
+    except BaseException:
+        # The caller was cancelled while waiting: it never gets a handle, so a
+        # service that is not ready yet would be an orphan. Stop it.
+        if not state.ready:
+            task.cancel("start_service() was cancelled before the service was ready")
+        raise
+    finally:
+        state.waiter = None
+    if state.ready:
+        return Service(task, state.value, state)
+    if task.state is TaskState.FAILED:
+        error = task.error
+        raise ServiceFailedToStart(
+            f"service {task.name!r} ({task.task_id}) failed before it called "
+            f"task_status.started(): {type(error).__name__}: {error}. It is not "
+            "restarted: fix the error, or call task_status.started() only once "
+            "the service is ready"
+        ) from error
+    raise ServiceFailedToStart(
+        f"service {task.name!r} ({task.task_id}) was {task.state.value} "
+        f"({task.cancel_reason}) before it called task_status.started()"
+    )
+
+
+def _check_function(func: Any) -> None:
+    if inspect.iscoroutine(func) or inspect.isawaitable(func):
+        close = getattr(func, "close", None)
+        if close is not None:
+            close()  # avoid a second, less helpful "never awaited" warning
+        name = getattr(func, "__qualname__", type(func).__name__)
+        raise TypeError(
+            "start_service() takes an async function and its arguments, not an "
+            f"awaitable: got {func!r}. Write sup.start_service({name}, arg) "
+            f"instead of sup.start_service({name}(arg)): a service is called "
+            "again at every restart"
+        )
+    if not callable(func):
+        raise TypeError(
+            "start_service() needs an `async def` function as its first argument, "
+            f"got {func!r} of type {type(func).__name__}"
+        )
+    try:
+        is_async = is_async_callable(func)
+    except TypeError as exc:  # generator functions
+        raise TypeError(str(exc).replace("a background task", "a service")) from None
+    if not is_async:
+        raise TypeError(
+            f"services must be `async def`: {callable_name(func)} is a plain "
+            "function. A service runs for the app's lifetime and a worker thread "
+            "cannot be cancelled at shutdown; make it `async def` and run blocking "
+            "calls with `await anyio.to_thread.run_sync(...)`"
+        )
+
+
+def _check_arguments(func: Any, args: tuple[Any, ...]) -> bool:
+    """Bind ``args`` (and ``task_status``) to ``func`` now; True if it takes one."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # no signature to check against
+        return False
+    param = signature.parameters.get("task_status")
+    wants_status = param is not None and param.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    extra = {"task_status": None} if wants_status else {}
+    try:
+        signature.bind(*args, **extra)
+    except TypeError as exc:
+        raise TypeError(
+            f"cannot start service {callable_name(func)}: {exc}. {_KEYWORDS_HINT}"
+        ) from None
+    return wants_status
+
+
+def _check_choice(option: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{option} must be one of {allowed}; got {value!r}")
+    return value
+
+
+def _check_max_restarts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"max_restarts must be an int (restarts allowed within period), got "
+            f"{value!r}"
+        )
+    if value < 0:
+        raise ValueError(
+            f"max_restarts must be >= 0 (0: give up at the first restart), got "
+            f"{value!r}"
+        )
+    return value
+
+
+def _check_backoff(value: float) -> float:
+    seconds = check_seconds("backoff", value)
+    if math.isinf(seconds):
+        raise ValueError(
+            "backoff must be a finite number of seconds to wait before each "
+            f"restart, got {value!r}"
+        )
+    return seconds
+
+
+# -- running ---------------------------------------------------------------
+
+
+async def run_service(state: _ServiceState) -> Any:
+    """The service task's body: run ``func`` until its strategy says stop.
+
+    Returns what the last run returned (``SUCCEEDED``) or raises what it
+    raised (``FAILED``); cancellation passes through untouched.
+    """
+    task = state.task
+    assert task is not None
+    sup = task.supervisor
+    runner = sup._runner
+    assert runner is not None
+    while True:
+        kwargs: dict[str, Any] = {}
+        if state.wants_status:
+            kwargs["task_status"] = _TaskStatus(state)
+        error: Exception | None = None
+        try:
+            result = await state.func(*state.args, **kwargs)
+        except Exception as exc:
+            if not state.startup_over:
+                # start_service() is waiting: it reports this instead.
+                state.startup_over = True
+                raise
+            if _must_stop(task, sup) or state.restart == "temporary":
+                raise
+            error = exc
+        else:
+            if not state.startup_over:
+                state.startup_over = True
+                raise RuntimeError(
+                    f"service {task.name!r} returned before it called "
+                    "task_status.started(); call it once the service is ready, "
+                    "or drop the task_status parameter"
+                )
+            if _must_stop(task, sup) or state.restart != "permanent":
+                return result
+        if not _may_restart(state):
+            if error is None:
+                error = RuntimeError(
+                    f"permanent service {task.name!r} returned {state.restarts + 1} "
+                    f"times within {state.period} s; a permanent service is "
+                    "restarted whenever it returns: use restart='transient' if "
+                    "returning means it is done"
+                )
+            await _give_up(state, task, runner, sup, error)
+            raise error
+        await _restarting(state, task, runner, error)
+        if state.backoff:
+            await anyio.sleep(state.backoff)
+        else:
+            await anyio.lowlevel.checkpoint()
+        if _must_stop(task, sup):
+            # Shutdown began during the backoff: end with the last outcome.
+            if error is not None:
+                raise error
+            return result
+        task.attempts += 1
+
+
+def _must_stop(task: BackgroundTask[Any], sup: Supervisor) -> bool:
+    """Cancelled (whatever the run did with it) or the supervisor is closing."""
+    return task.cancel_reason is not None or sup.closed
+
+
+def _may_restart(state: _ServiceState) -> bool:
+    """Record a restart unless ``max_restarts`` already happened within ``period``."""
+    now = anyio.current_time()
+    window = state.window
+    horizon = now - state.period
+    while window and window[0] <= horizon:
+        window.popleft()
+    if len(window) >= state.max_restarts:
+        return False
+    window.append(now)
+    state.restarts += 1
+    return True
+
+
+async def _restarting(
+    state: _ServiceState,
+    task: BackgroundTask[Any],
+    runner: Runner,
+    error: Exception | None,
+) -> None:
+    extra: dict[str, Any] = {
+        "reason": "returned" if error is None else "crashed",
+        "restarts": state.restarts,
+        "restart": state.restart,
+        "backoff_s": state.backoff,
+    }
+    if error is not None:
+        extra["error"] = str(error)
+        extra["error_type"] = type(error).__name__
+    safe_log(
+        runner.logger,
+        "warning",
+        "service:restarting",
+        **runner._fields(task),
+        **extra,
+        **({} if error is None else {"exc_info": error}),
+    )
+    if runner.sink is not None:
+        await runner._emit(task, "service:restarting", **extra)
+
+
+async def _give_up(
+    state: _ServiceState,
+    task: BackgroundTask[Any],
+    runner: Runner,
+    sup: Supervisor,
+    error: Exception,
+) -> None:
+    extra: dict[str, Any] = {
+        "restarts": state.restarts,
+        "max_restarts": state.max_restarts,
+        "period": state.period,
+        "restart": state.restart,
+        "give_up": state.give_up,
+        "error": str(error),
+        "error_type": type(error).__name__,
+    }
+    safe_log(
+        runner.logger,
+        "error",
+        "service:gave_up",
+        **runner._fields(task),
+        **extra,
+        exc_info=error,
+    )
+    if runner.sink is not None:
+        await runner._emit(task, "service:gave_up", **extra)
+    if state.give_up == "shutdown" and sup.running:
+        # This task ends FAILED right after, through the runner: spare it.
+        sup._stop(f"service {task.name!r} gave up", spare=task)

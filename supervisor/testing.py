@@ -1,0 +1,147 @@
+"""Helpers for testing code that spawns background tasks.
+
+:func:`capture_events` is to the supervisor's ``task:*`` events what
+:func:`structlog.testing.capture_logs` is to log lines: a context manager
+that yields a list and fills it with every event emitted while the block
+runs, by every supervisor in the process::
+
+    from supervisor.testing import capture_events
+
+    with capture_events() as events:
+        async with Supervisor(name="app") as sup:
+            await sup.spawn(send_email, to="a@example.com")
+    assert [e["event"] for e in events] == ["task:started", "task:succeeded"]
+
+Each event is a plain dict: ``{"event": "task:failed", "task_id": ...,
+"name": ..., "supervisor": ..., "attempt": ..., "state": ..., "error": ...,
+"error_type": ...}``, the same data an ``on_event`` handler receives, plus the
+event's name under ``"event"`` (the key :func:`~structlog.testing.capture_logs`
+uses for a log line's event).
+
+Why a process-wide capture rather than a recorder you pass as ``on_event=``:
+the supervisor under test is usually built by the code under test (an app
+factory, an integration's lifespan), often before the test can reach it, and
+it may already have an ``on_event`` handler of its own that the test should
+not replace. So the capture taps supervisors instead of configuring them:
+
+* supervisors already running when the block starts are tapped at once (their
+  tasks' events are captured from then on);
+* supervisors started inside the block are tapped as they start;
+* an ``on_event`` handler a supervisor already has still gets every event,
+  after the capture has recorded it;
+* when the last capture ends, every tap is removed, so a supervisor without a
+  handler goes back to the fast path that emits nothing.
+
+Captures may nest or overlap; each sees every event emitted while it is open.
+Events are recorded in the order they are emitted, which for one task is
+``task:started``, any ``task:retrying``, then one terminal event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import _registry
+
+if TYPE_CHECKING:
+    from ._events import EventSink
+    from ._runner import Runner
+    from ._supervisor import Supervisor
+
+__all__ = ["capture_events"]
+
+_lock = threading.RLock()
+# Every capture currently open; each gets its own copy of every event.
+_captures: list[list[dict[str, Any]]] = []
+# Runners we put a tap on, to take it off when the last capture ends.
+_tapped: list[tuple[Runner, _Tap]] = []
+_original_register: Callable[[Supervisor], None] | None = None
+
+
+class _Tap:
+    """Stands in for a runner's event sink: records, then forwards.
+
+    It has the one method the runner calls on its sink, so the supervisor
+    emits through it exactly as it emits to an ``on_event`` handler: in
+    order, and before ``wait_idle()``/``shutdown()`` return.
+    """
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: EventSink | None) -> None:
+        self.inner = inner
+
+    async def emit(self, event: str, data: dict[str, Any], deadline: float) -> None:
+        with _lock:
+            for events in _captures:
+                events.append({"event": event, **data})
+        if self.inner is not None:
+            await self.inner.emit(event, data, deadline)
+
+
+def _tap(sup: Supervisor) -> None:
+    runner = sup._runner
+    if runner is None or isinstance(runner.sink, _Tap):
+        return
+    tap = _Tap(runner.sink)
+    runner.sink = tap  # type: ignore[assignment]  # duck-typed EventSink
+    _tapped.append((runner, tap))
+
+
+def _register_and_tap(sup: Supervisor) -> None:
+    assert _original_register is not None
+    _original_register(sup)
+    with _lock:
+        if _captures:
+            _tap(sup)
+
+
+def _install() -> None:
+    global _original_register  # noqa: PLW0603 - one process-wide hook
+    _original_register = _registry.register
+    _registry.register = _register_and_tap
+    for sup in list(_registry._running):
+        _tap(sup)
+
+
+def _uninstall() -> None:
+    global _original_register  # noqa: PLW0603
+    for runner, tap in _tapped:
+        sink: object = runner.sink
+        if sink is tap:  # not replaced by anyone else since
+            runner.sink = tap.inner
+    _tapped.clear()
+    if _original_register is not None:
+        _registry.register = _original_register  # type: ignore[assignment]
+        _original_register = None
+
+
+@contextlib.contextmanager
+def capture_events() -> Iterator[list[dict[str, Any]]]:
+    """Record every ``task:*`` event emitted while the block runs.
+
+    Yields the list the events are appended to (dicts with the event's name
+    under ``"event"`` and the handler's data). It works for supervisors
+    created and started inside the block and for ones already running, and
+    it leaves their own ``on_event`` handlers working. Usable from sync and
+    async code; it does not block.
+    """
+    events: list[dict[str, Any]] = []
+    with _lock:
+        if not _captures:
+            _install()
+        _captures.append(events)
+    try:
+        yield events
+    finally:
+        with _lock:
+            # By identity: two captures holding equal lists are still two.
+            for index, open_capture in enumerate(_captures):
+                if open_capture is events:
+                    del _captures[index]
+                    break
+            if not _captures:
+                _uninstall()
