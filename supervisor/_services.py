@@ -205,6 +205,7 @@ async def start_service(
         run_service, (state,), {}, TaskOptions(name=name or callable_name(func))
     )
     state.task = task
+    task._service = True  # shutdown stops services before it drains
     # Launched directly, outside max_concurrency and max_pending: a service
     # runs for the app's lifetime, so it would hold a slot forever and could
     # queue behind (or starve) the short tasks those limits are for.

@@ -1,6 +1,10 @@
 """The shutdown sequence: drain, cancel at the deadline, abandon, report.
 
 1. The supervisor already refuses new spawns (it is ``CLOSING``).
+   Services (``start_service``) are cancelled first, with reason
+   ``"shutdown"``: they never end by themselves, and stopping consumers and
+   pollers first is what lets the work they started drain (OTP stops
+   children before their supervisor, too).
 2. Drain: wait up to ``timeout`` for every task to end on its own.
 3. Cancel every task left that is not shielded, with reason ``"shutdown"``.
 4. Give them :data:`CANCEL_GRACE` seconds to unwind; event handlers get no
@@ -44,6 +48,9 @@ async def drain_and_cancel(
     re-raises the host's cancellation).
     """
     began = time.monotonic()
+    services = [t for t in runner.live.values() if t._service]
+    for service in services:
+        service.cancel("shutdown")
     ended_before = runner.terminal_total
     interrupted: BaseException | None = None
     try:
@@ -52,10 +59,15 @@ async def drain_and_cancel(
     except anyio.get_cancelled_exc_class() as exc:
         # The host itself is being cancelled: stop draining, still clean up.
         interrupted = exc
-    completed = runner.terminal_total - ended_before
+    # Services were stopped, not drained: they are reported as cancelled.
+    completed = runner.terminal_total - ended_before - sum(t.done for t in services)
 
-    victims = [t for t in runner.live.values() if not t.options.shield]
-    shielded = [t for t in runner.live.values() if t.options.shield]
+    live = [t for t in runner.live.values() if not t._service]
+    victims = [
+        *(t for t in live if not t.options.shield),
+        *(s for s in services if not s.done),
+    ]
+    shielded = [t for t in live if t.options.shield]
     with anyio.CancelScope(shield=True):
         if victims:
             runner.hard_deadline = anyio.current_time() + CANCEL_GRACE
@@ -81,7 +93,11 @@ async def drain_and_cancel(
         await runner.wait_idle()
     if interrupted is not None:
         raise interrupted
-    cancelled = tuple(t for t in victims if t.state is TaskState.CANCELLED)
+    cancelled = tuple(
+        dict.fromkeys(
+            t for t in (*services, *victims) if t.state is TaskState.CANCELLED
+        )
+    )
     return ShutdownReport(
         completed=completed,
         cancelled=cancelled,

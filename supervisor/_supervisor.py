@@ -124,6 +124,8 @@ class Supervisor:
         self._loop_thread: int | None = None
         self._body_scope: anyio.CancelScope | None = None
         self._fatal: BaseException | None = None
+        # Why the supervisor stopped itself (fatal error, a service gave up).
+        self._stop_reason: str | None = None
         self._shutdown_started = False
         self._report: ShutdownReport | None = None
         self._id_prefix = uuid.uuid4().hex[:8]
@@ -298,6 +300,7 @@ class Supervisor:
         """
         if self._phase is _Phase.RUNNING:
             self._phase = _Phase.CLOSING
+            self._stop_reason = reason
         runner = self._runner
         assert runner is not None
         for other in list(runner.live.values()):
@@ -509,6 +512,12 @@ class Supervisor:
                 f"Supervisor {self.name!r} has not been started; start it in your "
                 "app's lifespan with `async with sup:` or `await sup.startup()`, or "
                 "use an integration (supervisor.asgi, supervisor.starlette, ...)"
+            )
+        if self._stop_reason is not None:
+            raise SupervisorClosed(
+                f"Supervisor {self.name!r} is closed to new tasks: "
+                f"{self._stop_reason}. See that task's log line; the app's "
+                "lifespan shutdown will still drain and report the rest"
             )
         raise SupervisorClosed(
             f"Supervisor {self.name!r} is shut down; spawn tasks before lifespan "

@@ -207,6 +207,7 @@ class BackgroundTask(Generic[T]):
     _done: anyio.Event | None = None
     _slot: bool = False
     _queued: bool = False
+    _service: bool = False
     _context: contextvars.Context | None = None
 
     @property

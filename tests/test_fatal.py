@@ -68,7 +68,7 @@ async def test_hook_form_keeps_host_running_and_raises_from_shutdown() -> None:
     assert task.state is TaskState.FAILED
     # The host keeps running normally; new spawns are refused.
     await anyio.sleep(0.01)
-    with pytest.raises(SupervisorClosed):
+    with pytest.raises(SupervisorClosed, match=r"exit_task' raised SystemExit"):
         await sup.spawn(anyio.sleep, 0)
     with pytest.raises(SystemExit) as info:
         await sup.shutdown()

@@ -542,40 +542,45 @@ async def test_shutdown_cancels_a_running_service_without_restart() -> None:
     assert not _lines(logs, "service:restarting")
 
 
-async def test_service_ending_during_the_drain_is_not_restarted() -> None:
-    """Once shutdown began, a crash or return ends the service for good."""
-    crashed_runs = 0
-    returned_runs = 0
+async def test_shutdown_stops_services_first_without_waiting_or_restarting() -> None:
+    """Services are cancelled as shutdown begins, not drained, and never restarted."""
+    up = anyio.Event()
+    drained = anyio.Event()
+    runs = 0
 
-    async def wait_for_shutdown(sup: Supervisor) -> None:
-        for _ in range(10_000):  # bounded: shutdown starts right after
-            if sup.closed:
-                return
-            await anyio.sleep(0.001)
-        raise AssertionError("shutdown never began")
+    async def consumer() -> None:
+        nonlocal runs
+        runs += 1
+        up.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            drained.set()  # stopped before the drain wait, not at the deadline
 
-    async def crashes(sup: Supervisor) -> None:
-        nonlocal crashed_runs
-        crashed_runs += 1
-        await wait_for_shutdown(sup)
-        raise OSError("lost the connection while closing")
-
-    async def returns(sup: Supervisor) -> None:
-        nonlocal returned_runs
-        returned_runs += 1
-        await wait_for_shutdown(sup)
+    async def crashes_when_cancelled() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            raise OSError("lost the connection while closing")
 
     with capture_logs() as logs:
         sup = Supervisor("app")
         await sup.startup()
-        crashed = await sup.start_service(crashes, sup)
-        returned = await sup.start_service(returns, sup)
+        svc = await sup.start_service(consumer)
+        crashing = await sup.start_service(crashes_when_cancelled)
+        with anyio.fail_after(10):
+            await up.wait()
+        t0 = anyio.current_time()
         report = await sup.shutdown(timeout=30)
-    assert report.cancelled == ()
-    assert report.completed == 2
-    assert (crashed_runs, returned_runs) == (1, 1)
-    assert crashed.task.state is TaskState.FAILED
-    assert returned.task.state is TaskState.SUCCEEDED
+        elapsed = anyio.current_time() - t0
+    assert elapsed < 5  # the 30 s drain was not waited for
+    assert drained.is_set()
+    assert runs == 1
+    assert svc.task.state is TaskState.CANCELLED
+    assert svc.task.cancel_reason == "shutdown"
+    assert crashing.task.state is TaskState.FAILED  # its error is worth seeing
+    assert report.cancelled == (svc.task,)
+    assert report.completed == 0
     assert not _lines(logs, "service:restarting")
 
 
