@@ -137,15 +137,28 @@ def make_task(
     options: TaskOptions,
 ) -> BackgroundTask[Any]:
     """Check what is spawned and build its record (nothing is scheduled yet)."""
-    is_async = is_async_callable(func)
-    if is_async:
-        coro = make_coroutine(func, args, kwargs)
+    if type(func) is FunctionType and func.__code__.co_flags & CO_COROUTINE:
+        # The hot path (a plain `async def`): calling it binds the arguments
+        # and cannot return anything but a coroutine.
+        try:
+            coro = func(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"cannot spawn {func.__qualname__}: {exc}. {_SPAWN_HINT}"
+            ) from exc
+        is_async = True
+        name = options.name or func.__qualname__
     else:
-        check_sync_arguments(func, args, kwargs)
-        coro = None
+        is_async = is_async_callable(func)
+        if is_async:
+            coro = make_coroutine(func, args, kwargs)
+        else:
+            check_sync_arguments(func, args, kwargs)
+            coro = None
+        name = options.name or callable_name(func)
     task: BackgroundTask[Any] = BackgroundTask(
         task_id=task_id,
-        name=options.name or callable_name(func),
+        name=name,
         supervisor=supervisor,
         func=func,
         args=args,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ import anyio
 import attrs
 
 from ._events import EventSink, safe_log
-from ._task import DEFAULT_OPTIONS, BackgroundTask, TaskState
+from ._task import DEFAULT_OPTIONS, NO_SCOPE, BackgroundTask, TaskState
 
 if TYPE_CHECKING:
     from ._backend import Backend
@@ -65,7 +65,9 @@ class Runner:
     queue: deque[Task] = attrs.Factory(deque)
     queued: int = 0
     live: dict[str, Task] = attrs.Factory(dict)
-    history: dict[str, Task] = attrs.Factory(dict)
+    # Oldest first; an OrderedDict evicts in O(1) (deleting a plain dict's
+    # first key leaves holes that the next lookup of the first key walks).
+    history: OrderedDict[str, Task] = attrs.Factory(OrderedDict)
     pending: int = 0
     running: int = 0
     spawned: int = 0
@@ -100,7 +102,13 @@ class Runner:
     def try_admit(self, task: Task) -> bool:
         """Start ``task`` or queue it for a slot; False if ``max_pending`` is full."""
         if self.slots is None:
-            self.launch(task)
+            # launch(), inlined: this is every spawn without max_concurrency.
+            if task.options.task_id is not None:
+                self.history.pop(task.task_id, None)
+            self.live[task.task_id] = task
+            self.spawned += 1
+            self.pending += 1
+            self.backend.spawn(self.run, task)
             return True
         if self.slots > 0 and not self.queued:
             self.slots -= 1
@@ -305,11 +313,12 @@ class Runner:
         # Drop what a finished record no longer needs, so that history holds
         # outcomes, not the arguments and frames of every task.
         task._func = task._args = task._kwargs = task._handle = None  # type: ignore[assignment]
+        task._scope = NO_SCOPE  # on trio, the task's spent CancelScope
         if self.history_limit:
             history = self.history
             history[task_id] = task
             if len(history) > self.history_limit:
-                del history[next(iter(history))]
+                history.popitem(last=False)
         if task._slot:
             task._slot = False
             self.slots += 1  # type: ignore[operator]

@@ -458,7 +458,9 @@ class Supervisor:
         kwargs: dict[str, Any],
         options: TaskOptions,
     ) -> BackgroundTask[Any]:
-        runner = self._open_runner()
+        runner = self._runner
+        if self._phase is not _Phase.RUNNING or runner is None:
+            runner = self._open_runner()  # raises the right error
         task = self._make_task(func, args, kwargs, options)
         if not self._admit(runner, task):
             _discard(task)

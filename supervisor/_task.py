@@ -161,7 +161,7 @@ DEFAULT_OPTIONS = TaskOptions()
 
 # The per-task cancel scope on backends that need none (asyncio cancels the
 # asyncio.Task itself); nullcontext is reentrant and stateless, so one serves all.
-_NO_SCOPE = contextlib.nullcontext()
+NO_SCOPE = contextlib.nullcontext()
 
 
 def _utc(ts: float | None) -> datetime | None:
@@ -201,7 +201,7 @@ class BackgroundTask(Generic[T]):
     # bookkeeping (holds a slot; waits in the queue with its spawner's context).
     _coro: Any = None
     _handle: Any = None
-    _scope: contextlib.AbstractContextManager[Any] = _NO_SCOPE
+    _scope: contextlib.AbstractContextManager[Any] = NO_SCOPE
     _entered: bool = False
     _thread_done: bool = False
     _done: anyio.Event | None = None
