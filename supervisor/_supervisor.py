@@ -14,7 +14,7 @@ import contextvars
 import enum
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -342,16 +342,22 @@ class Supervisor:
             ),
         )
 
+    # Typed so that a checker matches the arguments against ``func`` (ParamSpec)
+    # and knows the result type of ``task.wait()``.
     @overload
     async def spawn(
-        self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
-    ) -> BackgroundTask[Any]: ...
+        self,
+        func: Callable[P, Coroutine[Any, Any, T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> BackgroundTask[T]: ...
     @overload
     async def spawn(
-        self, func: Any, /, *args: Any, **kwargs: Any
-    ) -> BackgroundTask[Any]: ...
+        self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> BackgroundTask[T]: ...
     async def spawn(
-        self, func: Any, /, *args: Any, **kwargs: Any
+        self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> BackgroundTask[Any]:
         """Start ``func(*args, **kwargs)`` in the background and return its record.
 
@@ -364,13 +370,27 @@ class Supervisor:
         """
         return await self._spawn(func, args, kwargs, DEFAULT_OPTIONS)
 
+    @overload
     def spawn_nowait(
-        self, func: Any, /, *args: Any, **kwargs: Any
+        self,
+        func: Callable[P, Coroutine[Any, Any, T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> BackgroundTask[T]: ...
+    @overload
+    def spawn_nowait(
+        self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> BackgroundTask[T]: ...
+    def spawn_nowait(
+        self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> BackgroundTask[Any]:
         """Like :meth:`spawn`, synchronous: raises :class:`Overloaded`, never waits."""
         return self._spawn_nowait(func, args, kwargs, DEFAULT_OPTIONS)
 
-    def spawn_threadsafe(self, func: Any, /, *args: Any, **kwargs: Any) -> str:
+    def spawn_threadsafe(
+        self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
+    ) -> str:
         """Spawn from another thread (e.g. a sync endpoint); returns the task id.
 
         The task inherits the calling thread's contextvars. Raises
