@@ -52,7 +52,7 @@ nitpick_ignore_regex = [
     (r"py:.*", rf"({_STDLIB})\..*"),
     # Type variables, the private alias of on_event handlers, and private
     # classes that appear in a public class's attrs-generated __init__.
-    (r"py:.*", r"(supervisor\._\w+\.)?(T|P|EventHandler|_\w+)"),
+    (r"py:.*", r"~?(supervisor\._\w+\.)?(T|P|EventHandler|_\w+)"),
 ]
 
 autodoc_member_order = "groupwise"
