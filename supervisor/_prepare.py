@@ -16,14 +16,20 @@ import time
 from collections.abc import Callable
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 from types import CoroutineType, FunctionType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._task import BackgroundTask, TaskOptions
 
 if TYPE_CHECKING:
     from ._supervisor import Supervisor
 
-__all__ = ["check_sync_arguments", "is_async_callable", "make_coroutine", "make_task"]
+__all__ = [
+    "check_sync_arguments",
+    "is_async_callable",
+    "make_coroutine",
+    "make_task",
+    "reject_awaitable",
+]
 
 _GENERATORS = CO_GENERATOR | CO_ASYNC_GENERATOR
 
@@ -55,15 +61,7 @@ def is_async_callable(func: Any) -> bool:
             raise TypeError(_generator_message(func))
         return bool(flags & CO_COROUTINE)
     if inspect.iscoroutine(func) or inspect.isawaitable(func):
-        close = getattr(func, "close", None)
-        if close is not None:
-            close()  # avoid a second, less helpful "never awaited" warning
-        name = getattr(func, "__qualname__", type(func).__name__)
-        raise TypeError(
-            f"spawn() takes a function and its arguments, not an awaitable: got "
-            f"{func!r}. Write sup.spawn({name}, arg, key=value) instead of "
-            f"sup.spawn({name}(arg, key=value))"
-        )
+        reject_awaitable(func, "spawn")
     if not callable(func):
         raise TypeError(
             f"spawn() needs a function (async def or plain) as its first "
@@ -73,6 +71,21 @@ def is_async_callable(func: Any) -> bool:
         raise TypeError(_generator_message(func))
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - async __call__ instances
+    )
+
+
+def reject_awaitable(
+    func: Any, call: str, *, arguments: str = "arg, key=value", why: str = ""
+) -> NoReturn:
+    """Raise the error for ``call(coro(...))`` instead of ``call(coro, ...)``."""
+    close = getattr(func, "close", None)
+    if close is not None:
+        close()  # avoid a second, less helpful "never awaited" warning
+    name = getattr(func, "__qualname__", type(func).__name__)
+    raise TypeError(
+        f"{call}() takes a function and its arguments, not an awaitable: got "
+        f"{func!r}. Write sup.{call}({name}, {arguments}) instead of "
+        f"sup.{call}({name}({arguments})){why}"
     )
 
 

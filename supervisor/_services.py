@@ -42,7 +42,7 @@ import attrs
 
 from ._checks import check_seconds
 from ._events import safe_log
-from ._prepare import callable_name, is_async_callable
+from ._prepare import callable_name, is_async_callable, reject_awaitable
 from ._task import BackgroundTask, TaskOptions, TaskState
 from .exceptions import ServiceFailedToStart
 
@@ -243,15 +243,11 @@ async def start_service(
 
 def _check_function(func: Any) -> None:
     if inspect.iscoroutine(func) or inspect.isawaitable(func):
-        close = getattr(func, "close", None)
-        if close is not None:
-            close()  # avoid a second, less helpful "never awaited" warning
-        name = getattr(func, "__qualname__", type(func).__name__)
-        raise TypeError(
-            "start_service() takes an async function and its arguments, not an "
-            f"awaitable: got {func!r}. Write sup.start_service({name}, arg) "
-            f"instead of sup.start_service({name}(arg)): a service is called "
-            "again at every restart"
+        reject_awaitable(
+            func,
+            "start_service",
+            arguments="arg",
+            why=": a service is called again at every restart",
         )
     if not callable(func):
         raise TypeError(

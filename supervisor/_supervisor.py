@@ -449,9 +449,8 @@ class Supervisor:
         kwargs: dict[str, Any],
         options: TaskOptions,
     ) -> BackgroundTask[Any]:
-        runner = self._open_runner()
-        task = self._make_task(func, args, kwargs, options)
-        if self._admit(runner, task):
+        runner, task, admitted = self._try_spawn(func, args, kwargs, options)
+        if admitted:
             return task
         # max_pending tasks are queued: wait for a place in the queue.
         admission = runner.admission
@@ -478,11 +477,8 @@ class Supervisor:
         kwargs: dict[str, Any],
         options: TaskOptions,
     ) -> BackgroundTask[Any]:
-        runner = self._runner
-        if self._phase is not _Phase.RUNNING or runner is None:
-            runner = self._open_runner()  # raises the right error
-        task = self._make_task(func, args, kwargs, options)
-        if not self._admit(runner, task):
+        _, task, admitted = self._try_spawn(func, args, kwargs, options)
+        if not admitted:
             _discard(task)
             raise Overloaded(
                 f"Supervisor {self.name!r} is full: max_concurrency="
@@ -574,14 +570,25 @@ class Supervisor:
                 "to finish (a finished task's id may be reused)"
             )
 
-    def _admit(self, runner: Runner, task: BackgroundTask[Any]) -> bool:
+    def _try_spawn(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+    ) -> tuple[Runner, BackgroundTask[Any], bool]:
+        """Check, build and start (or queue) a task if there is room, at once."""
+        runner = self._runner
+        if self._phase is not _Phase.RUNNING or runner is None:
+            runner = self._open_runner()  # raises the right error
+        task = self._make_task(func, args, kwargs, options)
         if task.options.task_id is not None:
             try:
                 self._check_task_id(task)
             except SupervisorError:
                 _discard(task)
                 raise
-        return runner.try_admit(task)
+        return runner, task, runner.try_admit(task)
 
     # -- inspection --------------------------------------------------------
 
