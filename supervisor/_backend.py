@@ -61,8 +61,11 @@ class Backend(Protocol):
     def cancel(self, task: BackgroundTask[Any], reason: str) -> None:
         """Cancel one task (its ``cancel_reason`` is already set)."""
 
-    def absorb_cancel(self, task: BackgroundTask[Any], exc: BaseException) -> None:
-        """Called by the runner after recording a cancellation it caught."""
+    def absorb_cancel(self, exc: BaseException, *, ours: bool) -> None:
+        """Called by the runner after recording a cancellation it caught.
+
+        ``ours``: the supervisor asked for it (``task.cancel()``, shutdown).
+        """
 
     def check_nesting(self) -> None:
         """Raise SupervisorError if the host's scopes are not as startup left them."""
@@ -96,9 +99,9 @@ class AsyncioBackend:
         if task._entered:
             task._handle.cancel(reason)
 
-    def absorb_cancel(self, task: BackgroundTask[Any], exc: BaseException) -> None:
+    def absorb_cancel(self, exc: BaseException, *, ours: bool) -> None:
         current = asyncio.current_task()
-        if task.cancel_reason is None or current is None:
+        if not ours or current is None:
             # Not ours (e.g. the loop is closing): keep propagating it.
             raise exc
         while current.cancelling():
@@ -143,7 +146,7 @@ class TrioBackend:
     def cancel(self, task: BackgroundTask[Any], reason: str) -> None:
         task._handle.cancel()
 
-    def absorb_cancel(self, task: BackgroundTask[Any], exc: BaseException) -> None:
+    def absorb_cancel(self, exc: BaseException, *, ours: bool) -> None:
         # trio delivers Cancelled until the cancelled scope is exited; letting
         # it out lets the task's own scope (or the host's) absorb it.
         raise exc

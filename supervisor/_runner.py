@@ -343,12 +343,13 @@ class Runner:
 
     async def _end_exc(self, task: Task, exc: BaseException) -> None:
         if isinstance(exc, self.backend.cancelled_exc):
-            if task.cancel_reason is None:
+            ours = task.cancel_reason is not None
+            if not ours:
                 task.cancel_reason = "cancelled from outside the supervisor"
             await self._end_cancelled(task)
             # On trio this re-raises so that the task's scope absorbs it; on
             # asyncio it un-cancels our own cancellation (re-raising others).
-            self.backend.absorb_cancel(task, exc)
+            self.backend.absorb_cancel(exc, ours=ours)
             return
         if not self._settle(task, _FAILED):
             return
