@@ -24,8 +24,10 @@ import pytest
 import structlog
 
 import supervisor
-from supervisor import _failures, logs
-from supervisor._failures import main, parse_since, render_traceback
+from supervisor import _failures, _failures_cli, logs
+from supervisor._failures import parse_since
+from supervisor._failures_cli import main
+from supervisor._tracebacks import render_traceback
 
 # The package may not be installed: make the subprocess import this checkout.
 _ROOT = str(Path(next(iter(supervisor.__path__))).resolve().parent)
@@ -510,7 +512,7 @@ def test_request_ids_are_capped(
     assert group.count == 5
     assert group.request_ids == {"r-0", "r-1"}
     assert group.request_ids_truncated
-    assert "r-0, r-1, ... (0+ more)" in _failures.format_group(group)
+    assert "r-0, r-1, ... (0+ more)" in _failures_cli.format_group(group)
 
 
 def test_render_traceback_tolerates_anything() -> None:
