@@ -391,10 +391,11 @@ class Supervisor:
     def spawn_threadsafe(
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
     ) -> str:
-        """Spawn from another thread (e.g. a sync endpoint); returns the task id.
+        """Spawn from any thread (e.g. a sync endpoint); returns the task id.
 
         The task inherits the calling thread's contextvars. Raises
-        :class:`Overloaded` rather than waiting for room.
+        :class:`Overloaded` rather than waiting for room. From the event loop
+        thread itself it spawns directly, like :meth:`spawn_nowait`.
         """
         return self._spawn_threadsafe(func, args, kwargs, DEFAULT_OPTIONS)
 
@@ -498,11 +499,9 @@ class Supervisor:
         if self._token is None or self._phase is _Phase.NEW:
             self._open_runner()  # raises the right error
         if threading.get_ident() == self._loop_thread:
-            raise SupervisorError(
-                "spawn_threadsafe() is for code running in another thread; in async "
-                "code on the event loop use `await sup.spawn(...)` or "
-                "sup.spawn_nowait(...)"
-            )
+            # Already on the loop (e.g. a sync helper called from async code):
+            # hopping through from_thread would deadlock, and is not needed.
+            return self._spawn_nowait(func, args, kwargs, options).task_id
         context = contextvars.copy_context()
         try:
             task = anyio.from_thread.run_sync(

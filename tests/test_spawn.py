@@ -18,6 +18,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 import pytest
+import structlog
 
 from supervisor import (
     BackgroundTask,
@@ -563,3 +564,17 @@ async def test_cancel_that_returned_true_ends_the_task_cancelled() -> None:
         assert task.result is None
         stats = sup.stats()
         assert (stats.succeeded, stats.cancelled) == (0, 1)
+
+
+async def test_spawn_threadsafe_from_the_event_loop_thread_spawns_directly() -> None:
+    """ "Callable from any thread" includes the loop's own: no deadlock, same task."""
+    structlog.contextvars.bind_contextvars(request_id="loop-thread")
+    try:
+        async with Supervisor("app") as sup:
+            task_id = sup.spawn_threadsafe(structlog.contextvars.get_contextvars)
+            task = sup.get(task_id)
+            assert task is not None
+            assert task.state is TaskState.PENDING
+            assert (await task.wait())["request_id"] == "loop-thread"
+    finally:
+        structlog.contextvars.clear_contextvars()
