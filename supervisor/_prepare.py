@@ -169,16 +169,16 @@ def make_task(
             check_sync_arguments(func, args, kwargs)
             coro = None
         name = options.name or callable_name(func)
-    task: BackgroundTask[Any] = BackgroundTask(
-        task_id=task_id,
-        name=name,
-        supervisor=supervisor,
-        func=func,
-        args=args,
-        kwargs=kwargs,
-        is_async=is_async,
-        options=options,
-        created=time.time(),
+    # Positional: keyword passing costs a third of the record's construction.
+    return BackgroundTask(
+        task_id,
+        name,
+        supervisor,
+        func,
+        args,
+        kwargs,
+        is_async,
+        options,
+        time.time(),
+        coro,
     )
-    task._coro = coro
-    return task

@@ -186,20 +186,23 @@ class BackgroundTask(Generic[T]):
     _kwargs: dict[str, Any] = attrs.field(alias="kwargs")
     is_async: bool
     options: TaskOptions
+    # The spawn time, and the coroutine made at spawn time (so that bad
+    # arguments fail there); first among the defaults so that the spawn path
+    # can pass everything positionally.
+    _created: float = attrs.field(alias="created")
+    _coro: Any = attrs.field(default=None, alias="coro")
     state: TaskState = TaskState.PENDING
     result: T | None = None
     error: BaseException | None = None
     attempts: int = 0
     cancel_reason: str | None = None
     abandoned: bool = False
-    _created: float = attrs.field(alias="created", factory=lambda: 0.0)
     _started: float | None = None
     _completed: float | None = None
-    # Runner-private: the coroutine made at spawn time (so bad arguments fail
-    # there), the backend's cancel handle, whether the body was entered, the
-    # lazily created event that wait() blocks on, and max_concurrency
-    # bookkeeping (holds a slot; waits in the queue with its spawner's context).
-    _coro: Any = None
+    # Runner-private: the backend's cancel handle, whether the body was
+    # entered, the lazily created event that wait() blocks on, and
+    # max_concurrency bookkeeping (holds a slot; waits in the queue with its
+    # spawner's context).
     _handle: Any = None
     _scope: contextlib.AbstractContextManager[Any] = NO_SCOPE
     _entered: bool = False
