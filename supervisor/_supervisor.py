@@ -581,7 +581,7 @@ class Supervisor:
         if self._phase is not _Phase.RUNNING or runner is None:
             runner = self._open_runner()  # raises the right error
         task = self._make_task(func, args, kwargs, options)
-        if task.options.task_id is not None:
+        if options.task_id is not None:
             try:
                 self._check_task_id(task)
             except SupervisorError:
