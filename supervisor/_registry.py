@@ -9,7 +9,7 @@ the process is used, so scripts and simple apps need no integration.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
@@ -26,8 +26,20 @@ _bound: ContextVar[Supervisor | None] = ContextVar("supervisor_bound", default=N
 _running: dict[Supervisor, None] = {}
 
 
+# Called with each supervisor as it starts: the internal hook through which
+# supervisor.testing.capture_events() taps supervisors started during a capture.
+on_register: list[Callable[[Supervisor], None]] = []
+
+
 def register(sup: Supervisor) -> None:
     _running[sup] = None
+    for listener in list(on_register):
+        listener(sup)
+
+
+def running() -> list[Supervisor]:
+    """The supervisors running in this process, oldest first."""
+    return list(_running)
 
 
 def unregister(sup: Supervisor) -> None:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _registry
@@ -58,7 +58,6 @@ _lock = threading.RLock()
 _captures: list[list[dict[str, Any]]] = []
 # Runners we put a tap on, to take it off when the last capture ends.
 _tapped: list[tuple[Runner, _Tap]] = []
-_original_register: Callable[[Supervisor], None] | None = None
 
 
 class _Tap:
@@ -91,32 +90,26 @@ def _tap(sup: Supervisor) -> None:
     _tapped.append((runner, tap))
 
 
-def _register_and_tap(sup: Supervisor) -> None:
-    assert _original_register is not None
-    _original_register(sup)
+def _tap_if_capturing(sup: Supervisor) -> None:
     with _lock:
         if _captures:
             _tap(sup)
 
 
 def _install() -> None:
-    global _original_register  # noqa: PLW0603 - one process-wide hook
-    _original_register = _registry.register
-    _registry.register = _register_and_tap
-    for sup in list(_registry._running):
+    _registry.on_register.append(_tap_if_capturing)
+    for sup in _registry.running():
         _tap(sup)
 
 
 def _uninstall() -> None:
-    global _original_register  # noqa: PLW0603
     for runner, tap in _tapped:
         sink: object = runner.sink
         if sink is tap:  # not replaced by anyone else since
             runner.sink = tap.inner
     _tapped.clear()
-    if _original_register is not None:
-        _registry.register = _original_register  # type: ignore[assignment]
-        _original_register = None
+    if _tap_if_capturing in _registry.on_register:
+        _registry.on_register.remove(_tap_if_capturing)
 
 
 @contextlib.contextmanager
