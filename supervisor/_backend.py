@@ -10,12 +10,17 @@ can cancel it alone:
 * asyncio: the ``asyncio.Task`` itself (``Task.cancel(msg)``). Tasks are not
   children of the host's anyio cancel scopes; the supervisor cancels them
   explicitly when it shuts down or its host body fails, which is what a
-  nursery would do.
+  nursery would do. Tasks are built with ``asyncio.Task(...)`` rather than
+  ``loop.create_task``, so that an eager task factory (Python 3.12+) cannot
+  run a body inside ``spawn``: a spawned task is ``PENDING`` until the loop
+  starts it, whatever the factory.
 * trio: a real ``trio.open_nursery()`` opened in the host task, and one
   ``trio.CancelScope`` per task (trio has no per-task cancel otherwise).
 
-The runner (``_runner.py``) never lets an exception escape into the native
-nursery, so the host task is never cancelled under a server's feet; fatal
+A backend never sees a task record: it starts a body, returns the native
+handle, and cancels a handle it is given. The runner (``_runner.py``) keeps
+the handle in the task's job and never lets an exception escape into the
+native nursery, so the host task is never cancelled under a server's feet; fatal
 errors travel through the supervisor instead (SPEC 3).
 
 Everything that is not on the per-task hot path (limiters, threads, events,
@@ -28,16 +33,15 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 
 from .exceptions import SupervisorError
 
-if TYPE_CHECKING:
-    from ._task import BackgroundTask
+__all__ = ["AsyncioBackend", "Backend", "TrioBackend", "current_backend"]
 
-Runner = Callable[["BackgroundTask[Any]"], Coroutine[Any, Any, None]]
+Body = Callable[[Any], Coroutine[Any, Any, None]]
 
 _MISNESTED = (
     "shutdown() must be awaited in the same task and the same cancel-scope "
@@ -51,15 +55,21 @@ class Backend(Protocol):
     """What the supervisor needs from an event loop."""
 
     cancelled_exc: type[BaseException]
+    #: True when the handle is a cancel scope that the body must enter.
+    scoped: bool
 
     async def open(self) -> None:
         """Open the nursery in the host task."""
 
-    def spawn(self, runner: Runner, task: BackgroundTask[Any]) -> None:
-        """Start ``runner(task)`` as a native task in the current context."""
+    def spawn(self, body: Body, arg: Any, shield: bool) -> Any:
+        """Start ``body(arg)`` as a native task in the current context.
 
-    def cancel(self, task: BackgroundTask[Any], reason: str) -> None:
-        """Cancel one task (its ``cancel_reason`` is already set)."""
+        Returns the native handle that :meth:`cancel` takes. The body never
+        runs before this returns.
+        """
+
+    def cancel(self, handle: Any, reason: str) -> None:
+        """Cancel the one task behind ``handle``."""
 
     def absorb_cancel(self, exc: BaseException, *, ours: bool) -> None:
         """Called by the runner after recording a cancellation it caught.
@@ -78,9 +88,11 @@ class AsyncioBackend:
     """Native ``asyncio`` tasks; the supervisor's records keep them referenced."""
 
     cancelled_exc: type[BaseException] = asyncio.CancelledError
+    scoped = False
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._task = asyncio.Task
         # An anyio scope entered in the host at startup, so that a shutdown()
         # from the wrong nesting is caught *before* anything changes (anyio
         # checks misnesting up front and raises RuntimeError).
@@ -90,14 +102,13 @@ class AsyncioBackend:
         self._marker = anyio.CancelScope()
         self._marker.__enter__()
 
-    def spawn(self, runner: Runner, task: BackgroundTask[Any]) -> None:
-        task._handle = self._loop.create_task(runner(task))
+    def spawn(self, body: Body, arg: Any, shield: bool) -> Any:
+        # Shielding is the runner's business on asyncio: shutdown just never
+        # cancels a shielded task.
+        return self._task(body(arg), loop=self._loop)
 
-    def cancel(self, task: BackgroundTask[Any], reason: str) -> None:
-        # Before its first step a Task would be cancelled before our runner's
-        # try block exists; the runner checks cancel_reason on entry instead.
-        if task._entered:
-            task._handle.cancel(reason)
+    def cancel(self, handle: Any, reason: str) -> None:
+        handle.cancel(reason)
 
     def absorb_cancel(self, exc: BaseException, *, ours: bool) -> None:
         current = asyncio.current_task()
@@ -128,7 +139,9 @@ class TrioBackend:
         import trio  # noqa: PLC0415 - trio is an optional extra
 
         self._trio = trio
+        self._scope = trio.CancelScope
         self.cancelled_exc: type[BaseException] = trio.Cancelled
+        self.scoped = True
         self._manager: contextlib.AbstractAsyncContextManager[Any] | None = None
         self._nursery: Any = None
 
@@ -136,15 +149,15 @@ class TrioBackend:
         self._manager = self._trio.open_nursery()
         self._nursery = await self._manager.__aenter__()
 
-    def spawn(self, runner: Runner, task: BackgroundTask[Any]) -> None:
-        # The runner enters the scope first thing; a cancel() before that is
+    def spawn(self, body: Body, arg: Any, shield: bool) -> Any:
+        # The body enters the scope first thing; a cancel() before that is
         # remembered by the scope and delivered at the task's first checkpoint.
-        scope = self._trio.CancelScope(shield=task.options.shield)
-        task._handle = task._scope = scope
-        self._nursery.start_soon(runner, task)
+        scope = self._scope(shield=True) if shield else self._scope()
+        self._nursery.start_soon(body, arg)
+        return scope
 
-    def cancel(self, task: BackgroundTask[Any], reason: str) -> None:
-        task._handle.cancel()
+    def cancel(self, handle: Any, reason: str) -> None:
+        handle.cancel()
 
     def absorb_cancel(self, exc: BaseException, *, ours: bool) -> None:
         # trio delivers Cancelled until the cancelled scope is exited; letting

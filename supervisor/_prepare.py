@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
 from collections.abc import Callable
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 from types import CoroutineType, FunctionType
-from typing import TYPE_CHECKING, Any, NoReturn
-
-from ._task import BackgroundTask, TaskOptions
-
-if TYPE_CHECKING:
-    from ._supervisor import Supervisor
+from typing import Any, NoReturn
 
 __all__ = [
+    "callable_name",
     "check_sync_arguments",
     "is_async_callable",
     "make_coroutine",
-    "make_task",
+    "prepare",
     "reject_awaitable",
 ]
 
@@ -140,16 +135,14 @@ def check_sync_arguments(
         ) from None
 
 
-def make_task(
-    supervisor: Supervisor,
-    func: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    task_id: str,
-    options: TaskOptions,
-) -> BackgroundTask[Any]:
-    """Check what is spawned and build its record (nothing is scheduled yet)."""
+def prepare(
+    func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None
+) -> tuple[Any, bool, str]:
+    """Check what is spawned: ``(coroutine or None, is_async, task name)``.
+
+    Nothing is scheduled; an ``async def`` function's coroutine is made now,
+    so that arguments that do not fit fail here.
+    """
     if type(func) is FunctionType and func.__code__.co_flags & CO_COROUTINE:
         # The hot path (a plain `async def`): calling it binds the arguments
         # and cannot return anything but a coroutine.
@@ -159,26 +152,8 @@ def make_task(
             raise TypeError(
                 f"cannot spawn {func.__qualname__}: {exc}. {_SPAWN_HINT}"
             ) from exc
-        is_async = True
-        name = options.name or func.__qualname__
-    else:
-        is_async = is_async_callable(func)
-        if is_async:
-            coro = make_coroutine(func, args, kwargs)
-        else:
-            check_sync_arguments(func, args, kwargs)
-            coro = None
-        name = options.name or callable_name(func)
-    # Positional: keyword passing costs a third of the record's construction.
-    return BackgroundTask(
-        task_id,
-        name,
-        supervisor,
-        func,
-        args,
-        kwargs,
-        is_async,
-        options,
-        time.time(),
-        coro,
-    )
+        return coro, True, name or func.__qualname__
+    if is_async_callable(func):
+        return make_coroutine(func, args, kwargs), True, name or callable_name(func)
+    check_sync_arguments(func, args, kwargs)
+    return None, False, name or callable_name(func)

@@ -1,17 +1,54 @@
-"""Frozen value records the supervisor hands out: statistics and shutdown reports."""
+"""Frozen value records the supervisor hands out: statistics and shutdown reports.
+
+Records are made by the supervisor, not by callers (a ``SupervisorStats``
+built by hand would be a lie about a supervisor): :func:`made_here` gives a
+record class a private ``_create`` constructor and makes calling the class
+itself a ``TypeError`` that says where such records come from.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from ._task import BackgroundTask
+if TYPE_CHECKING:
+    from ._task import BackgroundTask
 
-__all__ = ["ShutdownReport", "SupervisorStats", "TaskTable"]
+__all__ = ["ShutdownReport", "SupervisorStats", "made_here"]
+
+C = TypeVar("C", bound=type)
 
 
+def made_here(source: str) -> Callable[[C], C]:
+    """Make an attrs class constructible only through ``cls._create(...)``.
+
+    ``source`` says where callers get such records, for the error message.
+    """
+
+    def decorate(cls: C) -> C:
+        init = cls.__init__  # type: ignore[misc]
+        new = object.__new__
+
+        def _create(klass: type[Any], *args: Any, **kwargs: Any) -> Any:
+            self = new(klass)
+            init(self, *args, **kwargs)
+            return self
+
+        def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
+            raise TypeError(
+                f"{cls.__qualname__} records are made by the supervisor; {source}"
+            )
+
+        cls._create = classmethod(_create)  # type: ignore[attr-defined]
+        cls.__init__ = refuse  # type: ignore[misc]
+        return cls
+
+    return decorate
+
+
+@made_here("read them from sup.stats()")
 @attrs.frozen
 class SupervisorStats:
     """A snapshot from :meth:`Supervisor.stats`.
@@ -29,21 +66,28 @@ class SupervisorStats:
     failed: int
     cancelled: int
 
-    def totals(self) -> dict[str, int]:
-        """The since-startup totals, as log fields."""
+    @property
+    def live(self) -> int:
+        """Tasks not yet in a terminal state (``pending + running``)."""
+        return self.pending + self.running
+
+    def as_dict(self) -> dict[str, int]:
+        """Every count by name, JSON-ready (for a health or metrics endpoint)."""
         return {
+            "pending": self.pending,
+            "running": self.running,
             "spawned": self.spawned,
             "succeeded": self.succeeded,
             "failed": self.failed,
             "cancelled": self.cancelled,
         }
 
-    @property
-    def live(self) -> int:
-        """Tasks not yet in a terminal state (``pending + running``)."""
-        return self.pending + self.running
+    @classmethod
+    def _create(cls, *args: Any) -> SupervisorStats:  # replaced by made_here
+        raise NotImplementedError
 
 
+@made_here("shutdown() returns one")
 @attrs.frozen
 class ShutdownReport:
     """What :meth:`Supervisor.shutdown` did with the work it found.
@@ -68,31 +112,6 @@ class ShutdownReport:
         """True when nothing had to be cancelled or abandoned."""
         return not self.cancelled and not self.abandoned
 
-
-class TaskTable(Mapping[str, BackgroundTask[Any]]):
-    """Read-only view over live tasks plus the bounded history."""
-
-    __slots__ = ("_history", "_live")
-
-    def __init__(self, live: dict[str, Any], history: dict[str, Any]) -> None:
-        self._live = live
-        self._history = history
-
-    def __getitem__(self, task_id: str) -> BackgroundTask[Any]:
-        task = self._live.get(task_id)
-        if task is None:
-            task = self._history[task_id]
-        return task  # type: ignore[no-any-return]
-
-    def __iter__(self) -> Iterator[str]:
-        yield from list(self._live)
-        yield from list(self._history)
-
-    def __len__(self) -> int:
-        return len(self._live) + len(self._history)
-
-    def __contains__(self, task_id: object) -> bool:
-        return task_id in self._live or task_id in self._history
-
-    def __repr__(self) -> str:
-        return f"<supervisor tasks live={len(self._live)} history={len(self._history)}>"
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> ShutdownReport:  # made_here
+        raise NotImplementedError

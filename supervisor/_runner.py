@@ -1,302 +1,467 @@
-"""Running one task: its state machine, accounting, terminal log line and events.
+"""The runner: owns every running task of one supervisor, from admission to history.
 
-The :class:`Runner` owns what changes while tasks run: the live and history
-tables, the counters behind ``stats()``, and the limiters. Every change
-happens on the event loop thread between checkpoints, so the counters always
-satisfy ``spawned == pending + running + succeeded + failed + cancelled``.
+The :class:`Runner` is the one owner of a running task. It builds the task's
+record and job, decides admission (a ``max_concurrency`` slot now, a place
+in the FIFO queue, or :class:`Overloaded` when ``max_pending`` is full: one
+decision, in :meth:`Runner.admit`), starts the native task through the
+backend, runs the body, and ends the task through one terminal transition
+that refuses a second end. That is what makes "exactly one terminal state,
+reached once" hold even when shutdown gives up on a task that later wakes.
 
-Each task ends through :meth:`Runner._settle`, which refuses a second
-terminal state; that is what makes "exactly one terminal state, reached
-once" hold even when shutdown gives up on a task that later wakes up.
+Accounting lives here too: the live and history tables and the counters
+behind ``stats()``. Every change happens on the event loop thread between
+checkpoints, so ``spawned == pending + running + succeeded + failed +
+cancelled`` holds at every checkpoint. Each transition that matters becomes
+one :class:`~supervisor._events.TaskEvent`, handed to the emitter once.
+
+The :class:`~supervisor.Supervisor` in front of it checks its own phase and
+the calling thread, then delegates; services and shutdown use the public
+methods below, never a task's internals.
 """
 
 from __future__ import annotations
 
 import contextvars
 import math
+import os
+import threading
 import time
+import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
 
 import anyio
-import attrs
+import anyio.from_thread
 
-from ._events import EventSink, safe_log
-from ._task import DEFAULT_OPTIONS, NO_SCOPE, BackgroundTask, TaskState
+from ._backend import Backend
+from ._events import Emitter, TaskEvent
+from ._options import TaskOptions
+from ._prepare import prepare
+from ._records import SupervisorStats
+from ._task import (
+    PENDING,
+    RUNNING,
+    BackgroundTask,
+    Job,
+    TaskState,
+    new_task,
+)
+from .exceptions import Overloaded, SupervisorError
 
-if TYPE_CHECKING:
-    from ._backend import Backend
+__all__ = ["Runner", "TaskTable"]
 
-__all__ = ["Runner"]
-
-_PENDING = TaskState.PENDING
-_RUNNING = TaskState.RUNNING
 _SUCCEEDED = TaskState.SUCCEEDED
 _FAILED = TaskState.FAILED
 _CANCELLED = TaskState.CANCELLED
 
-Task = BackgroundTask[Any]
+_NO_ARGS: tuple[Any, ...] = ()
+_NO_KWARGS: dict[str, Any] = {}
+_NO_DETAILS: Mapping[str, Any] = {}
+
+Record = BackgroundTask[Any]
 
 
-@attrs.define(eq=False)
 class Runner:
     """Runs and accounts for the tasks of one supervisor (one per startup)."""
 
-    name: str
-    backend: Backend
-    logger: Any
-    sink: EventSink | None
-    # Free max_concurrency slots (None: no limit). Tasks that find none wait
-    # in ``queue`` *before* their native task exists: slots are handed out in
-    # spawn order (trio shuffles the first steps of new tasks, so acquiring a
-    # limiter inside the task could not be FIFO), each queued task starts in
-    # its own spawner's context, and a waiting task costs no native task.
-    slots: int | None
-    threads: anyio.CapacityLimiter
-    # max_pending: one token per queued task; spawn() waits on it when full.
-    admission: anyio.CapacityLimiter | None
-    history_limit: int
-    on_fatal: Callable[[BaseException, Task], None]
-    # Whether the app's logger lets debug lines through, decided at startup:
-    # success lines are most of the traffic, and building one that is then
-    # filtered out costs more than the rest of a task's bookkeeping.
-    log_success: bool = True
-    queue: deque[Task] = attrs.Factory(deque)
-    queued: int = 0
-    live: dict[str, Task] = attrs.Factory(dict)
-    # Oldest first; an OrderedDict evicts in O(1) (deleting a plain dict's
-    # first key leaves holes that the next lookup of the first key walks).
-    history: OrderedDict[str, Task] = attrs.Factory(OrderedDict)
-    pending: int = 0
-    running: int = 0
-    spawned: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    # Set once shutdown starts cancelling: event handlers get no time past it.
-    hard_deadline: float = math.inf
-    _idle: anyio.Event | None = None
-    # to_thread's own limiter: ours (``threads``) is acquired before the
-    # thread starts so that the task can turn RUNNING exactly then.
-    _no_limit: anyio.CapacityLimiter = attrs.Factory(
-        lambda: anyio.CapacityLimiter(math.inf)
-    )
+    def __init__(
+        self,
+        *,
+        name: str,
+        backend: Backend,
+        emitter: Emitter,
+        threads: anyio.CapacityLimiter,
+        max_concurrency: int | None,
+        max_pending: int | None,
+        history: int,
+        history_ttl: float | None,
+        on_fatal: Callable[[BaseException, Record], None],
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.emitter = emitter
+        self.threads = threads
+        self.on_fatal = on_fatal
+        self.loop_thread = threading.get_ident()
+        self.token = anyio.lowlevel.current_token()
+        self.max_concurrency = max_concurrency
+        self.max_pending = max_pending
+        # Free max_concurrency slots (None: no limit). Tasks that find none
+        # wait in ``queue`` *before* their native task exists: slots go out in
+        # spawn order (trio shuffles the first steps of new tasks, so a
+        # limiter acquired inside each task could not be FIFO), each queued
+        # task starts in its own spawner's context, and a waiting task costs
+        # no native task.
+        self.slots = max_concurrency
+        # max_pending: one token per queued task; spawn() waits on it when full.
+        self.admission = None if max_pending is None else anyio.CapacityLimiter(
+            max_pending
+        )
+        self.queue: deque[Job] = deque()
+        self.queued = 0
+        self.live: dict[str, Job] = {}
+        # Oldest first; an OrderedDict evicts in O(1) (deleting a plain dict's
+        # first key leaves holes that the next lookup of the first key walks).
+        self.history: OrderedDict[str, Record] = OrderedDict()
+        self.history_limit = history
+        self.history_ttl = history_ttl
+        self._expiry: deque[tuple[float, str, Record]] = deque()
+        self.pending = 0
+        self.running = 0
+        self.spawned = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.cancelled = 0
+        # Set when shutdown begins: services stop restarting.
+        self.closing = False
+        self._idle: anyio.Event | None = None
+        # to_thread's own limiter: ours (``threads``) is acquired before the
+        # thread starts so that the task can turn RUNNING exactly then.
+        self._no_limit = anyio.CapacityLimiter(math.inf)
+        # Ids: a per-runner random prefix and a counter; cheap and unique.
+        self._prefix = uuid.uuid4().hex[:8] + "-"
+        self._seq = 0
+        self.tasks = TaskTable(self)
 
-    # -- launching ---------------------------------------------------------
+    # -- admission -----------------------------------------------------------
 
-    def _register(self, task: Task) -> None:
-        if task.options.task_id is not None:
+    def build(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        *,
+        service: bool = False,
+    ) -> Job:
+        """Check what is spawned and make its record and job (not registered)."""
+        coro, is_async, name = prepare(func, args, kwargs, options.name)
+        task_id = options.task_id
+        if task_id is None:
+            self._seq += 1
+            task_id = self._prefix + str(self._seq)
+        elif task_id in self.live:
+            if coro is not None:
+                coro.close()
+            raise self._id_in_use(task_id)
+        if is_async and options.plain:
+            # The coroutine is all a plain async task needs: keeping the
+            # function and arguments would only keep them alive longer.
+            return new_task(
+                self, task_id, name, options, coro, None, _NO_ARGS, _NO_KWARGS,
+                True, service,
+            )  # fmt: skip
+        return new_task(
+            self, task_id, name, options, coro, func, args, kwargs, is_async, service
+        )
+
+    def _id_in_use(self, task_id: str) -> SupervisorError:
+        return SupervisorError(
+            f"task_id {task_id!r} is already used by a live task of Supervisor "
+            f"{self.name!r}; pick another id, or wait for that task to finish "
+            "(a finished task's id may be reused)"
+        )
+
+    def check_id(self, job: Job) -> None:
+        """Refuse a caller-chosen id that a live task took meanwhile."""
+        task_id = job.record.task_id
+        if job.record.options.task_id is not None and task_id in self.live:
+            raise self._id_in_use(task_id)
+
+    def admit(self, job: Job, *, placed: bool = False) -> bool:
+        """Start ``job``, or queue it for a slot; False if ``max_pending`` is full.
+
+        ``placed``: the caller already holds a ``max_pending`` place for it
+        (:meth:`wait_for_place`).
+        """
+        slots = self.slots
+        if slots is None or job.service:
+            # Services run outside the limits: they would hold a slot forever.
+            self._register(job)
+            self._launch(job)
+            return True
+        if slots > 0 and not self.queued and not placed:
+            self.slots = slots - 1
+            job.slot = True
+            self._register(job)
+            self._launch(job)
+            return True
+        if not placed and self.admission is not None:
+            try:
+                self.admission.acquire_on_behalf_of_nowait(job)
+            except anyio.WouldBlock:
+                return False
+        self._register(job)
+        job.context = contextvars.copy_context()
+        job.queued = True
+        self.queued += 1
+        self.queue.append(job)
+        self._dispatch()
+        return True
+
+    def has_place(self) -> bool:
+        """Whether :meth:`admit` would take a task now without waiting."""
+        if self.slots is None or (self.slots > 0 and not self.queued):
+            return True
+        return self.admission is None or self.admission.available_tokens >= 1
+
+    async def wait_for_place(self, job: Job) -> None:
+        """Wait (FIFO) for a ``max_pending`` place for ``job``; cancellable."""
+        assert self.admission is not None
+        await self.admission.acquire_on_behalf_of(job)
+
+    def give_back(self, job: Job) -> None:
+        """Undo :meth:`wait_for_place` and :meth:`build` for a job not admitted."""
+        if self.admission is not None:
+            try:
+                self.admission.release_on_behalf_of(job)
+            except RuntimeError:  # it held no place
+                pass
+        discard(job)
+
+    def spawn_nowait(
+        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> Record:
+        """Build and admit at once: the whole synchronous spawn."""
+        job = self.build(func, args, kwargs, options)
+        if not self.admit(job):
+            discard(job)
+            raise Overloaded(
+                f"Supervisor {self.name!r} is full: max_concurrency="
+                f"{self.max_concurrency} tasks running and max_pending="
+                f"{self.max_pending} waiting. Use `await sup.spawn(...)` to wait for "
+                "room, shed the load (e.g. answer 503), or raise the limits"
+            )
+        return job.record
+
+    def _register(self, job: Job) -> None:
+        record = job.record
+        task_id = record.task_id
+        if record.options.task_id is not None:
             # Reusing a finished task's id: the new record replaces the old
-            # one, but only now that the new task is certainly admitted.
-            self.history.pop(task.task_id, None)
-        self.live[task.task_id] = task
+            # one, now that the new task is certainly admitted.
+            self.history.pop(task_id, None)
+        self.live[task_id] = job
         self.spawned += 1
         self.pending += 1
 
-    def launch(self, task: Task) -> None:
-        """Register a validated, admitted task and start its native task."""
-        self._register(task)
-        self.backend.spawn(self.run, task)
-
-    def try_admit(self, task: Task) -> bool:
-        """Start ``task`` or queue it for a slot; False if ``max_pending`` is full."""
-        if self.slots is None:
-            # launch(), inlined: this is every spawn without max_concurrency.
-            if task.options.task_id is not None:
-                self.history.pop(task.task_id, None)
-            self.live[task.task_id] = task
-            self.spawned += 1
-            self.pending += 1
-            self.backend.spawn(self.run, task)
-            return True
-        if self.slots > 0 and not self.queued:
-            self.slots -= 1
-            task._slot = True
-            self.launch(task)
-            return True
-        if self.admission is not None:
-            try:
-                self.admission.acquire_on_behalf_of_nowait(task)
-            except anyio.WouldBlock:
-                return False
-        self.enqueue(task)
-        return True
-
-    def enqueue(self, task: Task) -> None:
-        """Queue ``task`` for a slot (holding its admission token, if any)."""
-        self._register(task)
-        task._context = contextvars.copy_context()
-        task._queued = True
-        self.queued += 1
-        self.queue.append(task)
-        self._dispatch()
+    def _launch(self, job: Job) -> None:
+        backend = self.backend
+        handle = backend.spawn(self._run, job, job.record.options.shield)
+        job.handle = handle
+        if backend.scoped:
+            job.scope = handle
 
     def _dispatch(self) -> None:
         """Hand free slots to queued tasks, oldest first."""
         queue = self.queue
         while self.slots and queue:
-            task = queue.popleft()
-            if not task._queued:  # cancelled while queued; already started
+            job = queue.popleft()
+            if not job.queued:  # cancelled while queued; already started
                 continue
             self.slots -= 1
-            task._slot = True
-            self._start_queued(task)
+            job.slot = True
+            self._start_queued(job)
 
-    def _start_queued(self, task: Task) -> None:
-        task._queued = False
+    def _start_queued(self, job: Job) -> None:
+        job.queued = False
         self.queued -= 1
         if self.admission is not None:
-            self.admission.release_on_behalf_of(task)
-        context, task._context = task._context, None
+            self.admission.release_on_behalf_of(job)
+        context, job.context = job.context, None
         assert context is not None
-        context.run(self.backend.spawn, self.run, task)
+        context.run(self._launch, job)
 
-    def cancel(self, task: Task) -> None:
-        """Cancel ``task`` (its ``cancel_reason`` is set) wherever it is."""
-        if task._queued:
+    # -- requests from records and from the supervisor ----------------------
+
+    def cancel_job(self, job: Job) -> None:
+        """Deliver a cancellation (its reason is on the record) wherever the task is."""
+        if job.queued:
             # Start it without a slot: it sees its cancel_reason on entry and
             # ends CANCELLED with attempt=0, never running its body.
-            self._start_queued(task)
-        else:
-            self.backend.cancel(task, task.cancel_reason or "cancelled")
+            self._start_queued(job)
+        elif job.entered or self.backend.scoped:
+            # Before its first step an asyncio task would be cancelled before
+            # the body's try block exists; the body checks the reason on entry.
+            self.backend.cancel(job.handle, job.record.cancel_reason or "cancelled")
+
+    def call_in_loop(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` on the loop thread from another thread."""
+        try:
+            return anyio.from_thread.run_sync(func, *args, token=self.token)
+        except anyio.RunFinishedError:
+            return False
+
+    def cancel_all(self, reason: str, *, spare: Record | None = None) -> None:
+        """Cancel every live task that is not shielded (and not ``spare``)."""
+        for job in list(self.live.values()):
+            record = job.record
+            if record is not spare and not record.options.shield:
+                record.cancel(reason)
+
+    def live_jobs(self) -> list[Job]:
+        """The live tasks' jobs, oldest first (a copy)."""
+        return list(self.live.values())
 
     @property
-    def terminal_total(self) -> int:
+    def ended(self) -> int:
+        """Tasks that reached a terminal state since startup."""
         return self.succeeded + self.failed + self.cancelled
+
+    def stats(self) -> SupervisorStats:
+        return SupervisorStats._create(  # noqa: SLF001 - the records' own factory
+            self.pending,
+            self.running,
+            self.spawned,
+            self.succeeded,
+            self.failed,
+            self.cancelled,
+        )
 
     async def wait_idle(self) -> None:
         """Wait until no task is live and every event has been delivered."""
+        if not self.live:
+            await anyio.lowlevel.checkpoint()  # a checkpoint on every call
         while self.live:
             if self._idle is None:
                 self._idle = anyio.Event()
             await self._idle.wait()
 
-    # -- the task body -----------------------------------------------------
+    # -- the task body -------------------------------------------------------
 
-    async def run(self, task: Task) -> None:
+    async def _run(self, job: Job) -> None:
         """The native task's body: never lets an exception reach the nursery.
 
-        ``task._scope`` is the task's own trio ``CancelScope`` (on asyncio, a
+        ``job.scope`` is the task's own trio ``CancelScope`` (on asyncio, a
         shared no-op context: the asyncio task itself is the cancel handle).
         """
-        with task._scope:
-            task._entered = True
-            if task.cancel_reason is not None:
+        with job.scope:
+            job.entered = True
+            record = job.record
+            if record.cancel_reason is not None:
                 # Cancelled before it ever started: no task:started, attempt=0.
-                if task._coro is not None:
-                    task._coro.close()
-                await self._end_cancelled(task)
+                if job.coro is not None:
+                    job.coro.close()
+                    job.coro = None
+                await self._end_cancelled(job)
                 return
             try:
-                if task.is_async and task.options is DEFAULT_OPTIONS:
-                    # The hot path: no options, no threads.
-                    self._start(task)
-                    if self.sink is not None:
-                        await self._emit(task, "task:started")
-                    coro, task._coro = task._coro, None
+                if job.func is None:
+                    # The hot path: a plain async task, its coroutine made at spawn.
+                    job.start()
+                    self.pending -= 1
+                    self.running += 1
+                    if not self.emitter.quiet:
+                        await self._emit(job, "task:started")
+                    coro = job.coro
+                    job.coro = None
                     result = await coro
                 else:
-                    result = await self._run_attempts(task)
+                    result = await self._run_attempts(job)
             except BaseException as exc:
-                await self._end_exc(task, exc)
+                await self._end_exc(job, exc)
             else:
-                if _cancel_requested(task):
+                if _cancel_requested(record):
                     # cancel() said yes, but the body returned before the
                     # cancellation reached it (trio delivers it at the next
                     # checkpoint): the caller's request wins, as on asyncio.
-                    await self._end_cancelled(task)
-                elif self._settle(task, _SUCCEEDED):
-                    task.result = result
-                    if self.log_success:
-                        safe_log(
-                            self.logger, "debug", "task:succeeded", **self._fields(task)
-                        )
-                    if self.sink is not None:
-                        await self._emit(task, "task:succeeded")
-                    self._retire(task)
+                    await self._end_cancelled(job)
+                    return
+                previous = job.settle(_SUCCEEDED)
+                if previous is None:
+                    return
+                if previous is RUNNING:
+                    self.running -= 1
+                else:
+                    self.pending -= 1
+                self.succeeded += 1
+                record.result = result
+                if self.emitter.wants_success:
+                    await self._emit(job, "task:succeeded")
+                self._retire(job)
 
-    async def _run_attempts(self, task: Task) -> Any:
-        options = task.options
+    async def _run_attempts(self, job: Job) -> Any:
+        record = job.record
+        options = record.options
         retry = options.retry
+        timeout = options.timeout
         delay = 0.0
         while True:
-            await self._acquire(task)
+            await self._acquire(job)
             try:
-                first = task.attempts == 0
-                self._start(task)
-                if first and self.sink is not None:
-                    await self._emit(task, "task:started")
+                first = record.attempts == 0
+                self._start(job)
+                if first and not self.emitter.quiet:
+                    await self._emit(job, "task:started")
                 try:
-                    if options.timeout is None:
-                        return await self._call(task)
-                    with anyio.fail_after(
-                        options.timeout,
-                        reason=f"task {task.name!r} exceeded its {options.timeout} s "
-                        "timeout",
-                    ):
-                        return await self._call(task)
+                    if timeout is None:
+                        return await self._call(job)
+                    with anyio.fail_after(timeout) as deadline:
+                        return await self._call(job)
                 except Exception as exc:
+                    error = exc
+                    if timeout is not None and deadline.cancel_called:
+                        error = _timeout_error(record.name, timeout, exc)
                     if (
                         retry is None
-                        or task.attempts >= retry.attempts
-                        or not isinstance(exc, retry.on)
-                        or task.cancel_reason is not None
+                        or record.attempts >= retry.attempts
+                        or not isinstance(error, retry.on)
+                        or record.cancel_reason is not None
                     ):
-                        raise
-                    delay = retry.delay(task.attempts)
-                    self._to_pending(task)
-                    await self._retrying(task, exc, delay)
+                        if error is exc:
+                            raise
+                        raise error from None
+                    delay = retry.delay(record.attempts)
+                    job.to_pending()
+                    self.running -= 1
+                    self.pending += 1
+                    await self._emit(
+                        job, "task:retrying", error, {"retry_in_s": round(delay, 3)}
+                    )
             finally:
-                self._release(task)
+                self._release(job)
             await anyio.sleep(delay)
 
-    async def _call(self, task: Task) -> Any:
-        if task.is_async:
-            coro, task._coro = task._coro, None
+    async def _call(self, job: Job) -> Any:
+        if job.is_async:
+            coro = job.coro
+            job.coro = None
             if coro is None:  # a retry: make a fresh coroutine
-                coro = task._func(*task._args, **task._kwargs)
+                assert job.func is not None
+                coro = job.func(*job.args, **job.kwargs)
             return await coro
-        task._thread_done = False
+        job.thread_done = False
         return await anyio.to_thread.run_sync(
-            _in_thread, task, abandon_on_cancel=True, limiter=self._no_limit
+            _in_thread, job, abandon_on_cancel=True, limiter=self._no_limit
         )
 
-    async def _acquire(self, task: Task) -> None:
+    async def _acquire(self, job: Job) -> None:
         # A sync task stays PENDING until a worker thread is free for it.
-        if not task.is_async:
-            await self.threads.acquire_on_behalf_of(task)
+        if not job.is_async:
+            await self.threads.acquire_on_behalf_of(job)
 
-    def _release(self, task: Task) -> None:
-        if not task.is_async:
-            self.threads.release_on_behalf_of(task)
+    def _release(self, job: Job) -> None:
+        if not job.is_async:
+            self.threads.release_on_behalf_of(job)
 
-    # -- state transitions -------------------------------------------------
-
-    def _start(self, task: Task) -> None:
-        task.state = _RUNNING
-        task.attempts += 1
-        if task._started is None:
-            task._started = time.time()
+    def _start(self, job: Job) -> None:
+        job.start()
         self.pending -= 1
         self.running += 1
 
-    def _to_pending(self, task: Task) -> None:
-        task.state = _PENDING
-        self.running -= 1
-        self.pending += 1
+    # -- outcomes ------------------------------------------------------------
 
-    def _settle(self, task: Task, state: TaskState) -> bool:
-        """Move ``task`` to its terminal ``state``; False if it already had one."""
-        previous = task.state
-        if previous is _RUNNING:
-            self.running -= 1
-        elif previous is _PENDING:
-            self.pending -= 1
-        else:
+    def _settle(self, job: Job, state: TaskState) -> bool:
+        """Move to the terminal ``state`` and count it; False if it already ended."""
+        previous = job.settle(state)
+        if previous is None:
             return False
-        task.state = state
-        task._completed = time.time()
+        if previous is RUNNING:
+            self.running -= 1
+        else:
+            self.pending -= 1
         if state is _SUCCEEDED:
             self.succeeded += 1
         elif state is _FAILED:
@@ -305,153 +470,248 @@ class Runner:
             self.cancelled += 1
         return True
 
-    def _retire(self, task: Task) -> None:
-        """Move an ended task from the live table to the bounded history."""
-        task_id = task.task_id
-        if self.live.get(task_id) is task:
-            del self.live[task_id]
-        # Drop what a finished record no longer needs, so that history holds
-        # outcomes, not the arguments and frames of every task.
-        task._func = task._args = task._kwargs = task._handle = None  # type: ignore[assignment]
-        task._scope = NO_SCOPE  # on trio, the task's spent CancelScope
-        if self.history_limit:
-            history = self.history
-            history[task_id] = task
-            if len(history) > self.history_limit:
-                history.popitem(last=False)
-        if task._slot:
-            task._slot = False
-            self.slots += 1  # type: ignore[operator]
-            self._dispatch()
-        if task._done is not None:
-            task._done.set()
-        if not self.live and self._idle is not None:
-            self._idle.set()
-            self._idle = None
-
-    # -- outcomes ----------------------------------------------------------
-
-    def _fields(self, task: Task) -> dict[str, Any]:
-        return {
-            "task_id": task.task_id,
-            "task_name": task.name,
-            "supervisor": self.name,
-            "state": task.state.value,
-            "attempt": task.attempts,
-            "duration_s": task.duration_s,
-        }
-
-    async def _end_exc(self, task: Task, exc: BaseException) -> None:
+    async def _end_exc(self, job: Job, exc: BaseException) -> None:
+        record = job.record
         if isinstance(exc, self.backend.cancelled_exc):
-            ours = task.cancel_reason is not None
+            ours = record.cancel_reason is not None
             if not ours:
-                task.cancel_reason = "cancelled from outside the supervisor"
-            await self._end_cancelled(task)
+                job.record_cancel_reason("cancelled from outside the supervisor")
+            await self._end_cancelled(job)
             # On trio this re-raises so that the task's scope absorbs it; on
             # asyncio it un-cancels our own cancellation (re-raising others).
             self.backend.absorb_cancel(exc, ours=ours)
             return
-        if not self._settle(task, _FAILED):
+        if not self._settle(job, _FAILED):
             return
-        task.error = exc
-        safe_log(
-            self.logger,
-            "error",
-            "task:failed",
-            **self._fields(task),
-            error=str(exc),
-            error_type=type(exc).__name__,
-            exc_info=exc,
-        )
-        if self.sink is not None:
-            await self._emit(
-                task, "task:failed", error=str(exc), error_type=type(exc).__name__
-            )
-        self._retire(task)
+        exc.__traceback__ = _user_frames(exc.__traceback__)
+        record.error = exc
+        await self._emit(job, "task:failed", exc)
+        self._retire(job)
         if not isinstance(exc, Exception):
             # KeyboardInterrupt, SystemExit, ...: recorded, then they stop the
             # supervisor as they would stop a trio nursery.
-            self.on_fatal(exc, task)
+            self.on_fatal(exc, record)
 
-    async def _end_cancelled(self, task: Task) -> None:
+    async def _end_cancelled(self, job: Job) -> None:
+        record = job.record
         was_running_thread = (
-            not task.is_async and task.state is _RUNNING and not task._thread_done
+            not job.is_async and record.state is RUNNING and not job.thread_done
         )
-        if not self._settle(task, _CANCELLED):
+        if not self._settle(job, _CANCELLED):
             return
-        task.abandoned = was_running_thread
-        extra: dict[str, Any] = {"reason": task.cancel_reason}
+        record.abandoned = was_running_thread
+        details: dict[str, Any] = {"reason": record.cancel_reason}
         if was_running_thread:
-            extra["abandoned"] = True
-        safe_log(
-            self.logger, "warning", "task:cancelled", **self._fields(task), **extra
-        )
-        if self.sink is not None:
-            await self._emit(task, "task:cancelled", **extra)
-        self._retire(task)
+            details["abandoned"] = True
+        await self._emit(job, "task:cancelled", None, details)
+        self._retire(job)
 
-    async def _retrying(self, task: Task, exc: Exception, delay: float) -> None:
-        extra = {
-            "error": str(exc),
-            "error_type": type(exc).__name__,
-            "retry_in_s": round(delay, 3),
-        }
-        safe_log(self.logger, "warning", "task:retrying", **self._fields(task), **extra)
-        if self.sink is not None:
-            await self._emit(task, "task:retrying", **extra)
-
-    async def _emit(self, task: Task, event: str, **extra: Any) -> None:
-        assert self.sink is not None
-        data = {
-            "task_id": task.task_id,
-            "name": task.name,
-            "supervisor": self.name,
-            "attempt": task.attempts,
-            "state": task.state.value,
-            **extra,
-        }
-        await self.sink.emit(event, data, self.hard_deadline)
-
-    # -- shutdown support --------------------------------------------------
-
-    async def abandon(self, task: Task) -> None:
+    async def abandon(self, job: Job) -> None:
         """Give up on a cancelled task that did not end in time (SPEC 3).
 
         The record ends ``CANCELLED`` and ``abandoned``; if the task's code
-        wakes up later, :meth:`_settle` ignores its outcome.
+        wakes up later, the terminal transition ignores its outcome.
         """
-        if task.cancel_reason is None:
-            task.cancel_reason = "shutdown"
-        if self._settle(task, _CANCELLED):
-            task.abandoned = True
-            extra = {"reason": task.cancel_reason, "abandoned": True}
-            safe_log(
-                self.logger, "warning", "task:cancelled", **self._fields(task), **extra
-            )
-            if self.sink is not None:
-                await self._emit(task, "task:cancelled", **extra)
-            self._retire(task)
+        job.record_cancel_reason("shutdown")
+        if self._settle(job, _CANCELLED):
+            record = job.record
+            record.abandoned = True
+            details = {"reason": record.cancel_reason, "abandoned": True}
+            await self._emit(job, "task:cancelled", None, details)
+            self._retire(job)
+
+    def _retire(self, job: Job) -> None:
+        """Move an ended task from the live table to the bounded history."""
+        record = job.record
+        task_id = record.task_id
+        if self.live.get(task_id) is job:
+            del self.live[task_id]
+        freed = job.slot
+        job.slot = False
+        job.release()
+        if self.history_limit:
+            history = self.history
+            history[task_id] = record
+            if len(history) > self.history_limit:
+                history.popitem(last=False)
+            if self.history_ttl is not None:
+                self._expiry.append((time.monotonic(), task_id, record))
+                self.expire()
+        if freed:
+            self.slots += 1  # type: ignore[operator]
+            self._dispatch()
+        if not self.live and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def expire(self) -> None:
+        """Forget finished records older than ``history_ttl`` seconds."""
+        ttl = self.history_ttl
+        expiry = self._expiry
+        if ttl is None or not expiry:
+            return
+        horizon = time.monotonic() - ttl
+        history = self.history
+        while expiry and expiry[0][0] <= horizon:
+            _, task_id, record = expiry.popleft()
+            if history.get(task_id) is record:
+                del history[task_id]
+
+    # -- events --------------------------------------------------------------
+
+    def event(
+        self,
+        job: Job,
+        name: str,
+        error: BaseException | None = None,
+        details: Mapping[str, Any] = _NO_DETAILS,
+    ) -> TaskEvent:
+        """The record of one transition of ``job``'s task, as it stands now."""
+        record = job.record
+        return TaskEvent._create(  # noqa: SLF001 - the records' own factory
+            name,
+            record.task_id,
+            record.name,
+            self.name,
+            record.state,
+            record.attempts,
+            record.duration_s,
+            error,
+            details,
+        )
+
+    async def _emit(
+        self,
+        job: Job,
+        name: str,
+        error: BaseException | None = None,
+        details: Mapping[str, Any] = _NO_DETAILS,
+    ) -> None:
+        await self.emitter.emit(self.event(job, name, error, details))
+
+    async def report(
+        self,
+        job: Job,
+        name: str,
+        error: BaseException | None,
+        details: Mapping[str, Any],
+    ) -> None:
+        """Emit a non-terminal event of a live task (services' restarts)."""
+        await self._emit(job, name, error, details)
 
 
-def _cancel_requested(task: Task) -> bool:
+class TaskTable(Mapping[str, Record]):
+    """Read-only view over live tasks plus the bounded history."""
+
+    __slots__ = ("_runner",)
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def __getitem__(self, task_id: str) -> Record:
+        runner = self._runner
+        job = runner.live.get(task_id)
+        if job is not None:
+            return job.record
+        runner.expire()
+        return runner.history[task_id]
+
+    def __iter__(self) -> Iterator[str]:
+        runner = self._runner
+        runner.expire()
+        yield from list(runner.live)
+        yield from list(runner.history)
+
+    def __len__(self) -> int:
+        self._runner.expire()
+        return len(self._runner.live) + len(self._runner.history)
+
+    def __contains__(self, task_id: object) -> bool:
+        runner = self._runner
+        if task_id in runner.live:
+            return True
+        runner.expire()
+        return task_id in runner.history
+
+    def __repr__(self) -> str:
+        runner = self._runner
+        return (
+            f"<supervisor tasks live={len(runner.live)} "
+            f"history={len(runner.history)}>"
+        )
+
+
+def discard(job: Job) -> None:
+    """Undo a spawn that will not happen: close its coroutine unawaited."""
+    if job.coro is not None:
+        job.coro.close()
+        job.coro = None
+
+
+def _cancel_requested(record: Record) -> bool:
     # A function, not an inline test: cancel() may set the reason while the
     # body awaits, and type checkers would narrow the attribute across it.
-    return task.cancel_reason is not None
+    return record.cancel_reason is not None
 
 
-def _in_thread(task: Task) -> Any:
+def _in_thread(job: Job) -> Any:
     try:
-        result = task._func(*task._args, **task._kwargs)
+        assert job.func is not None
+        result = job.func(*job.args, **job.kwargs)
     finally:
-        task._thread_done = True
+        job.thread_done = True
     if hasattr(result, "__await__"):
         close = getattr(result, "close", None)
         if close is not None:
             close()
         raise TypeError(
-            f"{task.name!r} was run in a worker thread as a plain function but "
+            f"{job.record.name!r} was run in a worker thread as a plain function but "
             f"returned an awaitable ({type(result).__name__}); declare it with "
             "`async def` (or pass the async function itself, not a wrapper) so "
             "that the supervisor awaits it"
         )
     return result
+
+
+# -- tracebacks that show the task's code, not ours ----------------------------
+
+_OUR_DIR = os.path.dirname(__file__) + os.sep
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(module.__file__) + os.sep
+    for module in (anyio, contextvars, threading)
+    if module.__file__
+)
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """Drop the runner's own frames from the head of a task's traceback."""
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OUR_DIR):
+        tb = tb.tb_next
+    return tb
+
+
+def _timeout_error(name: str, timeout: float, exc: BaseException) -> TimeoutError:
+    """The ``TimeoutError`` of a task past its deadline, with the task's frames only.
+
+    What anyio raises carries the event loop's and anyio's own frames and a
+    chained cancellation (about 35 lines per failure); the operator needs
+    where the task was when time ran out.
+    """
+    error = TimeoutError(f"task {name!r} exceeded its {timeout} s timeout")
+    source = exc.__context__ if exc.__context__ is not None else exc
+    frames: list[TracebackType] = []
+    tb = source.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith((_OUR_DIR, *_LIBRARY_DIRS)) and not (
+            "/asyncio/" in filename or "/trio/" in filename
+        ):
+            frames.append(tb)
+        tb = tb.tb_next
+    rebuilt: TracebackType | None = None
+    for frame_tb in reversed(frames):
+        rebuilt = TracebackType(
+            rebuilt, frame_tb.tb_frame, frame_tb.tb_lasti, frame_tb.tb_lineno
+        )
+    error.__suppress_context__ = True
+    return error.with_traceback(rebuilt)

@@ -31,32 +31,26 @@ the supervisor is shutting down: the drain is waiting for it.
 from __future__ import annotations
 
 import inspect
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
 import attrs
 
-from ._checks import check_seconds
-from ._events import safe_log
+from . import _validate as v
+from ._options import TaskOptions
 from ._prepare import callable_name, is_async_callable, reject_awaitable
-from ._task import BackgroundTask, TaskOptions, TaskState
+from ._records import made_here
+from ._runner import Runner
+from ._task import BackgroundTask, Job, TaskState
 from .exceptions import ServiceFailedToStart
 
-if TYPE_CHECKING:
-    from ._runner import Runner
-    from ._supervisor import Supervisor
-
-__all__ = ["GiveUp", "Restart", "Service", "run_service", "start_service"]
+__all__ = ["GiveUp", "Restart", "Service", "ServiceOptions", "run_service", "start_service"]
 
 Restart = Literal["permanent", "transient", "temporary"]
 GiveUp = Literal["log", "shutdown"]
-
-_RESTARTS: tuple[str, ...] = ("permanent", "transient", "temporary")
-_GIVE_UPS: tuple[str, ...] = ("log", "shutdown")
 
 _KEYWORDS_HINT = (
     "start_service(func, *args) passes positional arguments only, so that its "
@@ -65,21 +59,40 @@ _KEYWORDS_HINT = (
 )
 
 
+@attrs.frozen
+class ServiceOptions:
+    """How a service is restarted (see :meth:`Supervisor.start_service`)."""
+
+    restart: Restart = attrs.field(
+        default="permanent", validator=v.choice(("permanent", "transient", "temporary"))
+    )
+    max_restarts: int = attrs.field(
+        default=3, validator=v.count(meaning="restarts allowed within period")
+    )
+    period: float = attrs.field(default=5.0, validator=v.seconds(zero_ok=False))
+    backoff: float = attrs.field(default=0.0, validator=v.seconds(finite=True))
+    name: str | None = attrs.field(default=None, validator=v.optional_str)
+    give_up: GiveUp = attrs.field(default="log", validator=v.choice(("log", "shutdown")))
+
+
+v.CALL_NAMES[ServiceOptions] = "start_service"
+
+
 @attrs.define(eq=False)
 class _ServiceState:
     """What the restart loop and the :class:`Service` handle share."""
 
     func: Callable[..., Awaitable[Any]]
     args: tuple[Any, ...]
-    restart: Restart
-    max_restarts: int
-    period: float
-    backoff: float
-    give_up: GiveUp
+    options: ServiceOptions
+    runner: Runner
+    # Stops the whole supervisor (give_up="shutdown"): the supervisor's own
+    # function, so that a service needs nothing else of it.
+    stop_supervisor: Callable[..., None]
     # Whether func takes ``task_status``; if so start_service() waits for
     # the first run to call started() (``startup_over`` says it did, or failed).
     wants_status: bool
-    task: BackgroundTask[Any] | None = None
+    job: Job | None = None
     restarts: int = 0
     # Times of the restarts within the last ``period`` seconds.
     window: deque[float] = attrs.Factory(deque)
@@ -124,6 +137,7 @@ class _TaskStatus:
         self._state.mark_ready(value)  # a no-op once the first run decided
 
 
+@made_here("start_service() returns one")
 @attrs.define(frozen=True, eq=False, repr=False)
 class Service:
     """A handle on a running service, returned by :meth:`Supervisor.start_service`.
@@ -139,6 +153,10 @@ class Service:
     value: Any
     _state: _ServiceState = attrs.field(alias="state")
 
+    @classmethod
+    def _create(cls, *args: Any) -> Service:
+        raise NotImplementedError  # replaced by made_here
+
     @property
     def name(self) -> str:
         """The service's task name."""
@@ -147,7 +165,7 @@ class Service:
     @property
     def restart(self) -> Restart:
         """Its restart strategy: ``"permanent"``, ``"transient"`` or ``"temporary"``."""
-        return self._state.restart
+        return self._state.options.restart
 
     @property
     def restarts(self) -> int:
@@ -164,7 +182,7 @@ class Service:
     def __repr__(self) -> str:
         return (
             f"<supervisor.Service {self.task.name!r} id={self.task.task_id} "
-            f"{self.task.state.value} {self._state.restart} "
+            f"{self.task.state.value} {self._state.options.restart} "
             f"restarts={self._state.restarts}>"
         )
 
@@ -173,45 +191,41 @@ class Service:
 
 
 async def start_service(
-    sup: Supervisor,
+    runner: Runner,
     func: Any,
     args: tuple[Any, ...],
     *,
-    restart: Restart,
-    max_restarts: int,
-    period: float,
-    backoff: float,
-    name: str | None,
-    give_up: GiveUp,
+    stop_supervisor: Callable[..., None],
+    **options: Any,
 ) -> Service:
     """The body of :meth:`Supervisor.start_service`: check, launch, await readiness."""
     _check_function(func)
     wants_status = _check_arguments(func, args)
-    if name is not None and (not isinstance(name, str) or not name):
-        raise TypeError(f"service name must be a non-empty str or None, got {name!r}")
+    config = ServiceOptions(**options)
     state = _ServiceState(
         func=func,
         args=args,
-        restart=_check_choice("restart", restart, _RESTARTS),  # type: ignore[arg-type]
-        max_restarts=_check_max_restarts(max_restarts),
-        period=check_seconds("period", period, zero_ok=False),
-        backoff=_check_backoff(backoff),
-        give_up=_check_choice("give_up", give_up, _GIVE_UPS),  # type: ignore[arg-type]
+        options=config,
+        runner=runner,
+        stop_supervisor=stop_supervisor,
         wants_status=wants_status,
         startup_over=not wants_status,
     )
-    runner = sup._open_runner()
-    task = sup._make_task(
-        run_service, (state,), {}, TaskOptions(name=name or callable_name(func))
+    job = runner.build(
+        run_service,
+        (state,),
+        {},
+        TaskOptions(name=config.name or callable_name(func)),
+        service=True,
     )
-    state.task = task
-    task._service = True  # shutdown stops services before it drains
+    state.job = job
+    task = job.record
     # Launched directly, outside max_concurrency and max_pending: a service
     # runs for the app's lifetime, so it would hold a slot forever and could
     # queue behind (or starve) the short tasks those limits are for.
-    runner.launch(task)
+    runner.admit(job)
     if not wants_status:
-        return Service(task, None, state)
+        return Service._create(task, None, state)  # noqa: SLF001
 
     try:
         with anyio.CancelScope() as waiter:
@@ -226,7 +240,7 @@ async def start_service(
     finally:
         state.waiter = None
     if state.ready:
-        return Service(task, state.value, state)
+        return Service._create(task, state.value, state)  # noqa: SLF001
     if task.state is TaskState.FAILED:
         error = task.error
         raise ServiceFailedToStart(
@@ -288,37 +302,6 @@ def _check_arguments(func: Any, args: tuple[Any, ...]) -> bool:
     return wants_status
 
 
-def _check_choice(option: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{option} must be one of {allowed}; got {value!r}")
-    return value
-
-
-def _check_max_restarts(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"max_restarts must be an int (restarts allowed within period), got "
-            f"{value!r}"
-        )
-    if value < 0:
-        raise ValueError(
-            f"max_restarts must be >= 0 (0: give up at the first restart), got "
-            f"{value!r}"
-        )
-    return value
-
-
-def _check_backoff(value: float) -> float:
-    seconds = check_seconds("backoff", value)
-    if math.isinf(seconds):
-        raise ValueError(
-            "backoff must be a finite number of seconds to wait before each "
-            f"restart, got {value!r}"
-        )
-    return seconds
-
-
 # -- running ---------------------------------------------------------------
 
 
@@ -328,11 +311,10 @@ async def run_service(state: _ServiceState) -> Any:
     Returns what the last run returned (``SUCCEEDED``) or raises what it
     raised (``FAILED``); cancellation passes through untouched.
     """
-    task = state.task
-    assert task is not None
-    sup = task.supervisor
-    runner = sup._runner
-    assert runner is not None
+    job = state.job
+    assert job is not None
+    task = job.record
+    restart = state.options.restart
     while True:
         kwargs: dict[str, Any] = {}
         if state.wants_status:
@@ -345,7 +327,7 @@ async def run_service(state: _ServiceState) -> Any:
                 # start_service() is waiting: it reports this instead.
                 state.startup_over = True
                 raise
-            if _must_stop(task, sup) or state.restart == "temporary":
+            if _must_stop(state) or restart == "temporary":
                 raise
             error = exc
         else:
@@ -356,103 +338,80 @@ async def run_service(state: _ServiceState) -> Any:
                     "task_status.started(); call it once the service is ready, "
                     "or drop the task_status parameter"
                 )
-            if _must_stop(task, sup) or state.restart != "permanent":
+            if _must_stop(state) or restart != "permanent":
                 return result
         if not _may_restart(state):
             if error is None:
                 error = RuntimeError(
                     f"permanent service {task.name!r} returned {state.restarts + 1} "
-                    f"times within {state.period} s; a permanent service is "
-                    "restarted whenever it returns: use restart='transient' if "
+                    f"times within {state.options.period} s; a permanent service "
+                    "is restarted whenever it returns: use restart='transient' if "
                     "returning means it is done"
                 )
-            await _give_up(state, task, runner, sup, error)
+            await _give_up(state, job, error)
             raise error
-        await _restarting(state, task, runner, error)
-        if state.backoff:
-            await anyio.sleep(state.backoff)
+        await _restarting(state, job, error)
+        if state.options.backoff:
+            await anyio.sleep(state.options.backoff)
         else:
             await anyio.lowlevel.checkpoint()
-        if _must_stop(task, sup):
+        if _must_stop(state):
             # Shutdown began during the backoff: end with the last outcome.
             if error is not None:
                 raise error
             return result
-        task.attempts += 1
+        job.next_run()
 
 
-def _must_stop(task: BackgroundTask[Any], sup: Supervisor) -> bool:
+def _must_stop(state: _ServiceState) -> bool:
     """Cancelled (whatever the run did with it) or the supervisor is closing."""
-    return task.cancel_reason is not None or sup.closed
+    assert state.job is not None
+    return state.job.record.cancel_reason is not None or state.runner.closing
 
 
 def _may_restart(state: _ServiceState) -> bool:
     """Record a restart unless ``max_restarts`` already happened within ``period``."""
     now = anyio.current_time()
     window = state.window
-    horizon = now - state.period
+    horizon = now - state.options.period
     while window and window[0] <= horizon:
         window.popleft()
-    if len(window) >= state.max_restarts:
+    if len(window) >= state.options.max_restarts:
         return False
     window.append(now)
     state.restarts += 1
     return True
 
 
-async def _restarting(
-    state: _ServiceState,
-    task: BackgroundTask[Any],
-    runner: Runner,
-    error: Exception | None,
-) -> None:
-    extra: dict[str, Any] = {
-        "reason": "returned" if error is None else "crashed",
-        "restarts": state.restarts,
-        "restart": state.restart,
-        "backoff_s": state.backoff,
-    }
-    if error is not None:
-        extra["error"] = str(error)
-        extra["error_type"] = type(error).__name__
-    safe_log(
-        runner.logger,
-        "warning",
+async def _restarting(state: _ServiceState, job: Job, error: Exception | None) -> None:
+    await state.runner.report(
+        job,
         "service:restarting",
-        **runner._fields(task),
-        **extra,
-        **({} if error is None else {"exc_info": error}),
+        error,
+        {
+            "reason": "returned" if error is None else "crashed",
+            "restarts": state.restarts,
+            "restart": state.options.restart,
+            "backoff_s": state.options.backoff,
+        },
     )
-    if runner.sink is not None:
-        await runner._emit(task, "service:restarting", **extra)
 
 
-async def _give_up(
-    state: _ServiceState,
-    task: BackgroundTask[Any],
-    runner: Runner,
-    sup: Supervisor,
-    error: Exception,
-) -> None:
-    extra: dict[str, Any] = {
-        "restarts": state.restarts,
-        "max_restarts": state.max_restarts,
-        "period": state.period,
-        "restart": state.restart,
-        "give_up": state.give_up,
-        "error": str(error),
-        "error_type": type(error).__name__,
-    }
-    safe_log(
-        runner.logger,
-        "error",
+async def _give_up(state: _ServiceState, job: Job, error: Exception) -> None:
+    options = state.options
+    # No traceback here: the task:failed line that follows carries it.
+    await state.runner.report(
+        job,
         "service:gave_up",
-        **runner._fields(task),
-        **extra,
-        exc_info=error,
+        error,
+        {
+            "restarts": state.restarts,
+            "max_restarts": options.max_restarts,
+            "period": options.period,
+            "restart": options.restart,
+            "give_up": options.give_up,
+        },
     )
-    if runner.sink is not None:
-        await runner._emit(task, "service:gave_up", **extra)
-    if state.give_up == "shutdown" and sup.running:
+    if options.give_up == "shutdown" and not state.runner.closing:
         # This task ends FAILED right after, through the runner: spare it.
-        sup._stop(f"service {task.name!r} gave up", spare=task)
+        state.stop_supervisor(f"service {job.record.name!r} gave up", spare=job.record)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import anyio
 
@@ -38,9 +37,7 @@ __all__ = ["CANCEL_GRACE", "drain_and_cancel"]
 CANCEL_GRACE = 0.5
 
 
-async def drain_and_cancel(
-    runner: Runner, timeout: float, *, logger: Any, name: str
-) -> ShutdownReport:
+async def drain_and_cancel(runner: Runner, timeout: float) -> ShutdownReport:
     """Drain for ``timeout``, then cancel what is left; always accounts for all.
 
     The cancel phase runs shielded, so even a host that is itself being
@@ -48,10 +45,10 @@ async def drain_and_cancel(
     re-raises the host's cancellation).
     """
     began = time.monotonic()
-    services = [t for t in runner.live.values() if t._service]
-    for service in services:
-        service.cancel("shutdown")
-    ended_before = runner.terminal_total
+    services = [job for job in runner.live_jobs() if job.service]
+    for job in services:
+        job.record.cancel("shutdown")
+    ended_before = runner.ended
     interrupted: BaseException | None = None
     try:
         with anyio.move_on_after(timeout):
@@ -60,48 +57,50 @@ async def drain_and_cancel(
         # The host itself is being cancelled: stop draining, still clean up.
         interrupted = exc
     # Services were stopped, not drained: they are reported as cancelled.
-    completed = runner.terminal_total - ended_before - sum(t.done for t in services)
+    completed = runner.ended - ended_before - sum(j.record.done for j in services)
 
-    live = [t for t in runner.live.values() if not t._service]
+    live = [job for job in runner.live_jobs() if not job.service]
     victims = [
-        *(t for t in live if not t.options.shield),
-        *(s for s in services if not s.done),
+        *(job for job in live if not job.record.options.shield),
+        *(job for job in services if not job.record.done),
     ]
-    shielded = [t for t in live if t.options.shield]
+    shielded = [job for job in live if job.record.options.shield]
     with anyio.CancelScope(shield=True):
         if victims:
-            runner.hard_deadline = anyio.current_time() + CANCEL_GRACE
-            for task in victims:
-                task.cancel("shutdown")
+            runner.emitter.deadline = anyio.current_time() + CANCEL_GRACE
+            for job in victims:
+                job.record.cancel("shutdown")
             with anyio.move_on_after(CANCEL_GRACE):
-                for task in victims:
-                    await task.wait_done()
-            for task in victims:
-                await runner.abandon(task)  # a no-op for tasks that ended
-        waiting = [t.task_id for t in shielded if not t.done]
+                for job in victims:
+                    await job.record.wait_done()
+            for job in victims:
+                await runner.abandon(job)  # a no-op for tasks that ended
+        waiting = [job.record.task_id for job in shielded if not job.record.done]
         if waiting:
             safe_log(
-                logger,
+                runner.emitter.log.logger,
                 "warning",
                 "supervisor:waiting_for_shielded",
-                supervisor=name,
+                supervisor=runner.name,
                 task_ids=waiting,
             )
-            runner.hard_deadline = math.inf
-            for task in shielded:
-                await task.wait_done()
+            runner.emitter.deadline = math.inf
+            for job in shielded:
+                await job.record.wait_done()
         await runner.wait_idle()
     if interrupted is not None:
         raise interrupted
     cancelled = tuple(
         dict.fromkeys(
-            t for t in (*services, *victims) if t.state is TaskState.CANCELLED
+            job.record
+            for job in (*services, *victims)
+            if job.record.state is TaskState.CANCELLED
         )
     )
-    return ShutdownReport(
+    return ShutdownReport._create(  # noqa: SLF001 - the records' own factory
         completed=completed,
         cancelled=cancelled,
         abandoned=tuple(t for t in cancelled if t.abandoned),
-        shielded=tuple(shielded),
+        shielded=tuple(job.record for job in shielded),
         duration_s=time.monotonic() - began,
     )

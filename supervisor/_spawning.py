@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import attrs
 
-from ._task import BackgroundTask, TaskOptions
+from ._options import TaskOptions
+from ._records import made_here
 
 if TYPE_CHECKING:
-    from ._supervisor import Supervisor
+    from ._task import BackgroundTask
 
 __all__ = ["Spawner"]
 
@@ -18,6 +19,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+@made_here("get one from sup.options(...)")
 @attrs.frozen
 class Spawner:
     """Spawns with fixed :class:`TaskOptions`; made by :meth:`Supervisor.options`.
@@ -26,8 +28,16 @@ class Spawner:
     against ``func`` and knows the type of ``task.wait()``.
     """
 
-    supervisor: Supervisor
     task_options: TaskOptions
+    # The supervisor's own spawn functions, bound: the spawner is a view of
+    # one supervisor and needs nothing else of it.
+    _spawn: Callable[..., Any] = attrs.field(alias="spawn")
+    _spawn_nowait: Callable[..., Any] = attrs.field(alias="spawn_nowait")
+    _spawn_threadsafe: Callable[..., Any] = attrs.field(alias="spawn_threadsafe")
+
+    @classmethod
+    def _create(cls, *args: Any) -> Spawner:
+        raise NotImplementedError  # replaced by made_here
 
     @overload
     async def spawn(
@@ -45,7 +55,7 @@ class Spawner:
         self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> BackgroundTask[Any]:
         """:meth:`Supervisor.spawn` with these options."""
-        return await self.supervisor._spawn(func, args, kwargs, self.task_options)
+        return await self._spawn(func, args, kwargs, self.task_options)  # type: ignore[no-any-return]
 
     @overload
     def spawn_nowait(
@@ -63,10 +73,10 @@ class Spawner:
         self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> BackgroundTask[Any]:
         """:meth:`Supervisor.spawn_nowait` with these options."""
-        return self.supervisor._spawn_nowait(func, args, kwargs, self.task_options)
+        return self._spawn_nowait(func, args, kwargs, self.task_options)  # type: ignore[no-any-return]
 
     def spawn_threadsafe(
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
     ) -> str:
         """:meth:`Supervisor.spawn_threadsafe` with these options."""
-        return self.supervisor._spawn_threadsafe(func, args, kwargs, self.task_options)
+        return self._spawn_threadsafe(func, args, kwargs, self.task_options)  # type: ignore[no-any-return]

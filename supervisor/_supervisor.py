@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextvars
 import enum
 import threading
-import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
@@ -21,20 +20,28 @@ from typing import Any, ParamSpec, TypeVar, overload
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import attrs
 import structlog
 
-from . import _prepare, _registry, _services
+from . import _registry, _services
 from ._backend import current_backend
-from ._checks import check_limit, check_seconds
-from ._events import EventHandler, EventSink, debug_enabled, safe_log
-from ._records import ShutdownReport, SupervisorStats, TaskTable
-from ._runner import Runner
+from ._config import SupervisorConfig
+from ._events import (
+    Emitter,
+    EventHandler,
+    HandlerListener,
+    Listener,
+    LogListener,
+    safe_log,
+)
+from ._options import DEFAULT_OPTIONS, Retry, TaskOptions
+from ._records import ShutdownReport, SupervisorStats
+from ._runner import Runner, discard
 from ._services import GiveUp, Restart, Service
 from ._shutdown import drain_and_cancel
 from ._spawning import Spawner
-from ._task import DEFAULT_OPTIONS, BackgroundTask, Retry, TaskOptions
+from ._task import BackgroundTask
 from .exceptions import (
-    Overloaded,
     SupervisorClosed,
     SupervisorError,
     SupervisorNotStarted,
@@ -78,45 +85,25 @@ class Supervisor:
         max_pending: int | None = None,
         thread_limit: int | anyio.CapacityLimiter = 40,
         history: int = 1000,
+        history_ttl: float | None = None,
         on_event: EventHandler | None = None,
         logger: Any = None,
         event_timeout: float = 5.0,
+        success_level: str = "debug",
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"Supervisor name must be a non-empty str, got {name!r}")
-        self.name = name
-        self.shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
-        self.max_concurrency = check_limit("max_concurrency", max_concurrency)
-        self.max_pending = check_limit("max_pending", max_pending)
-        if self.max_pending is not None and self.max_concurrency is None:
-            raise ValueError(
-                f"max_pending={max_pending!r} needs max_concurrency: without a "
-                "concurrency limit no task ever waits. Set max_concurrency too, or "
-                "drop max_pending"
-            )
-        if isinstance(thread_limit, int | bool) and not isinstance(thread_limit, bool):
-            check_limit("thread_limit", thread_limit)
-        elif not isinstance(thread_limit, anyio.CapacityLimiter):
-            raise TypeError(
-                f"thread_limit must be a positive int or an anyio.CapacityLimiter, "
-                f"got {thread_limit!r}"
-            )
-        self.thread_limit = thread_limit
-        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
-            raise ValueError(
-                f"history must be an int >= 0 (finished tasks kept), got {history!r}"
-            )
-        self.history = history
-        if on_event is not None and not callable(on_event):
-            raise TypeError(
-                f"on_event must be a callable (event_name, data), got {on_event!r}"
-            )
-        self.on_event = on_event
-        self.event_timeout = check_seconds(
-            "event_timeout", event_timeout, zero_ok=False
+        self._config = SupervisorConfig(
+            name=name,
+            shutdown_timeout=shutdown_timeout,
+            max_concurrency=max_concurrency,
+            max_pending=max_pending,
+            thread_limit=thread_limit,
+            history=history,
+            history_ttl=history_ttl,
+            on_event=on_event,
+            logger=_default_logger if logger is None else logger,
+            event_timeout=event_timeout,
+            success_level=success_level,
         )
-        self.logger = _default_logger if logger is None else logger
-
         self._phase = _Phase.NEW
         self._runner: Runner | None = None
         self._host: anyio.TaskInfo | None = None
@@ -128,11 +115,100 @@ class Supervisor:
         self._stop_reason: str | None = None
         self._shutdown_started = False
         self._report: ShutdownReport | None = None
-        self._id_prefix = uuid.uuid4().hex[:8]
-        self._seq = 0
-        self._tasks = TaskTable({}, {})
+        # Listeners added before startup, attached to the emitter then.
+        self._listeners: list[Listener] = []
 
-    # -- lifecycle ---------------------------------------------------------
+    # -- configuration (read-only once built; see SupervisorConfig) ----------
+
+    @property
+    def config(self) -> SupervisorConfig:
+        """The validated configuration this supervisor was built with."""
+        return self._config
+
+    @property
+    def name(self) -> str:
+        """The name in every log line and event."""
+        return self._config.name
+
+    @property
+    def shutdown_timeout(self) -> float:
+        """Seconds :meth:`shutdown` lets work drain before cancelling it."""
+        return self._config.shutdown_timeout
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """At most this many tasks run at once (None: no limit)."""
+        return self._config.max_concurrency
+
+    @property
+    def max_pending(self) -> int | None:
+        """At most this many tasks wait for a slot (None: no limit)."""
+        return self._config.max_pending
+
+    @property
+    def thread_limit(self) -> int | anyio.CapacityLimiter:
+        """Threads for sync tasks: a count or the limiter given."""
+        return self._config.thread_limit
+
+    @property
+    def history(self) -> int:
+        """How many finished tasks are kept for lookup."""
+        return self._config.history
+
+    @property
+    def logger(self) -> Any:
+        """The structlog logger every line goes to."""
+        return self._config.logger
+
+    @property
+    def on_event(self) -> EventHandler | None:
+        """The app's ``on_event(event_name, data)`` handler, or None.
+
+        It may be set until the supervisor starts (an integration wiring
+        QakeAPI's ``app.emit``, for instance); from then on it is fixed.
+        """
+        handler: EventHandler | None = self._config.on_event
+        return handler
+
+    @on_event.setter
+    def on_event(self, handler: EventHandler | None) -> None:
+        if self._phase is not _Phase.NEW:
+            raise SupervisorError(
+                f"Supervisor {self.name!r} is {self._phase.value}: set on_event "
+                "before startup(), or add a listener with sup.add_listener()"
+            )
+        self._config = attrs.evolve(self._config, on_event=handler)
+
+    # -- listeners -----------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` with every :class:`~supervisor.TaskEvent` from now on.
+
+        For instrumentation (metrics, tracing, tests): the listener is called
+        synchronously in the task whose transition it reports, so it must
+        not block; one that raises is logged once and removed. Works before
+        startup (it is attached then) and while running.
+        """
+        if not callable(listener):
+            raise TypeError(
+                f"add_listener() takes a callable of one TaskEvent, got {listener!r}"
+            )
+        if self._runner is not None:
+            self._runner.emitter.add(listener)
+        elif listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> bool:
+        """Stop calling ``listener``; False if it was not listening."""
+        if self._runner is not None:
+            return self._runner.emitter.remove(listener)
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            return False
+        return True
+
+    # -- lifecycle -----------------------------------------------------------
 
     async def startup(self) -> None:
         """Open the supervisor's nursery in the calling (lifespan) task.
@@ -142,6 +218,7 @@ class Supervisor:
         :class:`SupervisorError`: supervisors are single-use.
         """
         if self._phase is _Phase.RUNNING:
+            await anyio.lowlevel.checkpoint()
             return
         if self._phase is _Phase.STARTING:
             raise SupervisorError(
@@ -154,40 +231,45 @@ class Supervisor:
                 "single-use: create a new Supervisor for a new lifespan"
             )
         self._phase = _Phase.STARTING
+        config = self._config
         try:
             backend = current_backend()
-            threads = self.thread_limit
+            threads = config.thread_limit
             if not isinstance(threads, anyio.CapacityLimiter):
                 threads = anyio.CapacityLimiter(threads)
-            mc, mp = self.max_concurrency, self.max_pending
-            runner = Runner(
-                name=self.name,
-                backend=backend,
-                logger=self.logger,
-                sink=(
-                    None
-                    if self.on_event is None
-                    else EventSink(self.on_event, self.logger, self.event_timeout)
+            emitter = Emitter(
+                LogListener(config.logger, config.success_level),
+                None
+                if config.on_event is None
+                else HandlerListener(
+                    config.on_event, config.logger, config.event_timeout
                 ),
-                slots=mc,
+            )
+            for listener in self._listeners:
+                emitter.add(listener)
+            runner = Runner(
+                name=config.name,
+                backend=backend,
+                emitter=emitter,
                 threads=threads,
-                admission=None if mp is None else anyio.CapacityLimiter(mp),
-                history_limit=self.history,
+                max_concurrency=config.max_concurrency,
+                max_pending=config.max_pending,
+                history=config.history,
+                history_ttl=config.history_ttl,
                 on_fatal=self._on_fatal,
-                log_success=debug_enabled(self.logger),
             )
             self._host = anyio.get_current_task()
-            self._token = anyio.lowlevel.current_token()
-            self._loop_thread = threading.get_ident()
+            self._token = runner.token
+            self._loop_thread = runner.loop_thread
             await backend.open()
         except BaseException:
             self._phase = _Phase.NEW
             raise
         self._runner = runner
-        self._tasks = TaskTable(runner.live, runner.history)
+        self._listeners.clear()
         self._phase = _Phase.RUNNING
         _registry.register(self)
-        safe_log(self.logger, "info", "supervisor:started", supervisor=self.name)
+        safe_log(config.logger, "info", "supervisor:started", supervisor=self.name)
 
     async def shutdown(self, timeout: float | None = None) -> ShutdownReport:
         """Refuse new work, drain, cancel what is left, and report.
@@ -202,12 +284,14 @@ class Supervisor:
         own ``move_on_after``.
         """
         if timeout is not None:
-            timeout = check_seconds("shutdown(timeout=...)", timeout)
+            timeout = _check_timeout(timeout)
         if self._phase is _Phase.CLOSED:
-            return self._report or ShutdownReport()
+            await anyio.lowlevel.checkpoint()
+            return self._report or ShutdownReport._create()  # noqa: SLF001
         if self._phase is _Phase.NEW:
             self._phase = _Phase.CLOSED
-            self._report = ShutdownReport()
+            self._report = ShutdownReport._create()  # noqa: SLF001
+            await anyio.lowlevel.checkpoint()
             return self._report
         if self._phase is _Phase.STARTING:
             raise SupervisorError(
@@ -223,12 +307,10 @@ class Supervisor:
             runner.backend.check_nesting()
             self._shutdown_started = True
         self._phase = _Phase.CLOSING
+        runner.closing = True
         try:
             report = await drain_and_cancel(
-                runner,
-                self.shutdown_timeout if timeout is None else timeout,
-                logger=self.logger,
-                name=self.name,
+                runner, self.shutdown_timeout if timeout is None else timeout
             )
         finally:
             # Every task has ended by now: the supervisor is closed even if
@@ -239,6 +321,7 @@ class Supervisor:
             # startup() entered, which must be the innermost one here.
             await runner.backend.close()
         self._report = report
+        stats = runner.stats()
         safe_log(
             self.logger,
             "warning" if report.cancelled else "info",
@@ -249,7 +332,10 @@ class Supervisor:
             abandoned=len(report.abandoned),
             shielded=len(report.shielded),
             duration_s=round(report.duration_s, 6),
-            totals=self.stats().totals(),
+            spawned=stats.spawned,
+            succeeded=stats.succeeded,
+            failed=stats.failed,
+            cancelled=stats.cancelled,
         )
         if self._fatal is not None:
             raise self._fatal
@@ -259,9 +345,8 @@ class Supervisor:
         if self._phase is not _Phase.NEW:
             raise SupervisorError(
                 f"Supervisor {self.name!r} is already {self._phase.value}: "
-                "`async with` "
-                "runs a supervisor once. Create a new Supervisor, or use startup()/"
-                "shutdown() when a framework starts it for you"
+                "`async with` runs a supervisor once. Create a new Supervisor, or "
+                "use startup()/shutdown() when a framework starts it for you"
             )
         await self.startup()
         self._body_scope = anyio.CancelScope()
@@ -303,9 +388,8 @@ class Supervisor:
             self._stop_reason = reason
         runner = self._runner
         assert runner is not None
-        for other in list(runner.live.values()):
-            if other is not spare and not other.options.shield:
-                other.cancel(reason)
+        runner.closing = True
+        runner.cancel_all(reason, spare=spare)
         if self._body_scope is not None:
             self._body_scope.cancel(reason)
 
@@ -318,7 +402,7 @@ class Supervisor:
                 "or use `async with sup:` so both happen in one place"
             )
 
-    # -- spawning ----------------------------------------------------------
+    # -- spawning ------------------------------------------------------------
 
     def options(
         self,
@@ -333,13 +417,16 @@ class Supervisor:
 
         ``timeout`` (seconds per attempt) fails the task with ``TimeoutError``;
         ``retry`` retries chosen exceptions with backoff; ``shield`` keeps the
-        task from being cancelled at the shutdown deadline.
+        task from being cancelled at the shutdown deadline. Bad values raise
+        here, at the call that gave them.
         """
-        return Spawner(
-            self,
+        return Spawner._create(  # noqa: SLF001 - the spawner's own factory
             TaskOptions(
                 name=name, task_id=task_id, timeout=timeout, retry=retry, shield=shield
             ),
+            self._spawn,
+            self._spawn_nowait,
+            self._spawn_threadsafe,
         )
 
     # Typed so that a checker matches the arguments against ``func`` (ParamSpec)
@@ -363,10 +450,12 @@ class Supervisor:
 
         Returns before ``func`` runs (the task is ``PENDING``). ``func`` may be
         ``async def`` or a plain function (run in a worker thread under
-        ``thread_limit``). Waits only when ``max_pending`` tasks are already
-        waiting. Raises :class:`SupervisorNotStarted`, :class:`SupervisorClosed`,
+        ``thread_limit``). A checkpoint, like every trio async call: inside a
+        cancelled scope it raises the cancellation and spawns nothing. Waits
+        only when ``max_pending`` tasks are already waiting. Raises
+        :class:`SupervisorNotStarted`, :class:`SupervisorClosed`,
         ``TypeError`` for what cannot be spawned, and :class:`SupervisorError`
-        for a task id in use.
+        for a task id in use or a call from another thread.
         """
         return await self._spawn(func, args, kwargs, DEFAULT_OPTIONS)
 
@@ -385,8 +474,19 @@ class Supervisor:
     def spawn_nowait(
         self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> BackgroundTask[Any]:
-        """Like :meth:`spawn`, synchronous: raises :class:`Overloaded`, never waits."""
-        return self._spawn_nowait(func, args, kwargs, DEFAULT_OPTIONS)
+        """Like :meth:`spawn`, synchronous: raises :class:`Overloaded`, never waits.
+
+        Call it from the event loop's thread; from other threads (a sync
+        endpoint's worker thread) use :meth:`spawn_threadsafe`.
+        """
+        runner = self._runner
+        if (
+            self._phase is not _Phase.RUNNING
+            or runner is None
+            or threading.get_ident() != self._loop_thread
+        ):
+            runner = self._usable_runner("spawn_nowait()")
+        return runner.spawn_nowait(func, args, kwargs, DEFAULT_OPTIONS)
 
     def spawn_threadsafe(
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
@@ -431,8 +531,9 @@ class Supervisor:
         :class:`ServiceFailedToStart` (not restarted). Services run outside
         ``max_concurrency``/``max_pending``: they would hold a slot forever.
         """
+        await anyio.lowlevel.checkpoint()
         return await _services.start_service(
-            self,
+            self._usable_runner("start_service()"),
             func,
             args,
             restart=restart,
@@ -441,6 +542,7 @@ class Supervisor:
             backoff=backoff,
             name=name,
             give_up=give_up,
+            stop_supervisor=self._stop,
         )
 
     async def _spawn(
@@ -450,26 +552,25 @@ class Supervisor:
         kwargs: dict[str, Any],
         options: TaskOptions,
     ) -> BackgroundTask[Any]:
-        runner, task, admitted = self._try_spawn(func, args, kwargs, options)
-        if admitted:
-            return task
-        # max_pending tasks are queued: wait for a place in the queue.
-        admission = runner.admission
-        assert admission is not None
+        await anyio.lowlevel.checkpoint()
+        runner = self._usable_runner("spawn()")
+        job = runner.build(func, args, kwargs, options)
+        if runner.admit(job):
+            return job.record
+        # max_pending tasks are queued: wait (FIFO) for a place in the queue.
         try:
-            await admission.acquire_on_behalf_of(task)
+            await runner.wait_for_place(job)
         except BaseException:
-            _discard(task)
+            discard(job)
             raise
         try:
-            self._open_runner()  # it may have closed while we waited
-            self._check_task_id(task)
+            self._usable_runner("spawn()")  # it may have closed while we waited
+            runner.check_id(job)
         except SupervisorError:
-            admission.release_on_behalf_of(task)
-            _discard(task)
+            runner.give_back(job)
             raise
-        runner.enqueue(task)
-        return task
+        runner.admit(job, placed=True)
+        return job.record
 
     def _spawn_nowait(
         self,
@@ -478,16 +579,9 @@ class Supervisor:
         kwargs: dict[str, Any],
         options: TaskOptions,
     ) -> BackgroundTask[Any]:
-        _, task, admitted = self._try_spawn(func, args, kwargs, options)
-        if not admitted:
-            _discard(task)
-            raise Overloaded(
-                f"Supervisor {self.name!r} is full: max_concurrency="
-                f"{self.max_concurrency} tasks running and max_pending="
-                f"{self.max_pending} waiting. Use `await sup.spawn(...)` to wait for "
-                "room, shed the load (e.g. answer 503), or raise the limits"
-            )
-        return task
+        return self._usable_runner("spawn_nowait()").spawn_nowait(
+            func, args, kwargs, options
+        )
 
     def _spawn_threadsafe(
         self,
@@ -497,7 +591,7 @@ class Supervisor:
         options: TaskOptions,
     ) -> str:
         if self._token is None or self._phase is _Phase.NEW:
-            self._open_runner()  # raises the right error
+            self._usable_runner("spawn_threadsafe()")  # raises the right error
         if threading.get_ident() == self._loop_thread:
             # Already on the loop (e.g. a sync helper called from async code):
             # hopping through from_thread would deadlock, and is not needed.
@@ -520,9 +614,17 @@ class Supervisor:
             ) from None
         return task.task_id
 
-    def _open_runner(self) -> Runner:
+    def _usable_runner(self, call: str) -> Runner:
+        """The runner, if ``call`` may use it from here; else the error that says why."""
         if self._phase is _Phase.RUNNING:
             assert self._runner is not None
+            if threading.get_ident() != self._loop_thread:
+                raise SupervisorError(
+                    f"{call} of Supervisor {self.name!r} was called from another "
+                    "thread than its event loop's; from a worker thread (a sync "
+                    "endpoint, anyio.to_thread) use sup.spawn_threadsafe(func, ...), "
+                    "which hands the task to the loop and returns its id"
+                )
             return self._runner
         if self._phase in (_Phase.NEW, _Phase.STARTING):
             raise SupervisorNotStarted(
@@ -541,85 +643,40 @@ class Supervisor:
             "shutdown, or start a new Supervisor"
         )
 
-    def _make_task(
-        self,
-        func: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: TaskOptions,
-    ) -> BackgroundTask[Any]:
-        task_id = options.task_id
-        if task_id is None:
-            self._seq += 1
-            task_id = f"{self._id_prefix}-{self._seq}"
-        return _prepare.make_task(
-            self, func, args, kwargs, task_id=task_id, options=options
-        )
-
-    def _check_task_id(self, task: BackgroundTask[Any]) -> None:
-        """A caller-chosen id must not belong to a live task (a finished one's may)."""
-        if task.options.task_id is None:
-            return
-        runner = self._runner
-        assert runner is not None
-        if task.task_id in runner.live:
-            raise SupervisorError(
-                f"task_id {task.task_id!r} is already used by a live task of "
-                f"Supervisor {self.name!r}; pick another id, or wait for that task "
-                "to finish (a finished task's id may be reused)"
-            )
-
-    def _try_spawn(
-        self,
-        func: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: TaskOptions,
-    ) -> tuple[Runner, BackgroundTask[Any], bool]:
-        """Check, build and start (or queue) a task if there is room, at once."""
-        runner = self._runner
-        if self._phase is not _Phase.RUNNING or runner is None:
-            runner = self._open_runner()  # raises the right error
-        task = self._make_task(func, args, kwargs, options)
-        if options.task_id is not None:
-            try:
-                self._check_task_id(task)
-            except SupervisorError:
-                _discard(task)
-                raise
-        return runner, task, runner.try_admit(task)
-
-    # -- inspection --------------------------------------------------------
+    # -- inspection ----------------------------------------------------------
 
     @property
     def tasks(self) -> Mapping[str, BackgroundTask[Any]]:
         """Live tasks plus the last ``history`` finished ones, by id (read-only)."""
-        return self._tasks
+        runner = self._runner
+        return _NO_TASKS if runner is None else runner.tasks
 
     def get(self, task_id: str) -> BackgroundTask[Any] | None:
         """The task with this id, or None if unknown or forgotten."""
-        return self._tasks.get(task_id)
+        return self.tasks.get(task_id)
 
     def stats(self) -> SupervisorStats:
-        """Counts by state now, and totals since startup."""
-        r = self._runner
-        if r is None:
-            return SupervisorStats(0, 0, 0, 0, 0, 0)
-        return SupervisorStats(
-            pending=r.pending,
-            running=r.running,
-            spawned=r.spawned,
-            succeeded=r.succeeded,
-            failed=r.failed,
-            cancelled=r.cancelled,
-        )
+        """Counts by state now, and totals since startup (safe from any thread)."""
+        runner = self._runner
+        if runner is None:
+            return SupervisorStats._create(0, 0, 0, 0, 0, 0)  # noqa: SLF001
+        return runner.stats()
 
     async def wait_idle(self) -> None:
-        """Return once nothing is ``PENDING`` or ``RUNNING`` and all events are out."""
-        if self._runner is None:
+        """Return once nothing is ``PENDING`` or ``RUNNING`` and all events are out.
+
+        A checkpoint on every call. Call it from the event loop's thread.
+        """
+        runner = self._runner
+        if runner is None:
             await anyio.lowlevel.checkpoint()
             return
-        await self._runner.wait_idle()
+        if threading.get_ident() != self._loop_thread:
+            raise SupervisorError(
+                f"wait_idle() of Supervisor {self.name!r} was called from another "
+                "thread than its event loop's; await it in async code on that loop"
+            )
+        await runner.wait_idle()
 
     @property
     def running(self) -> bool:
@@ -637,8 +694,19 @@ class Supervisor:
         return f"<supervisor.Supervisor {self.name!r}{counts} {self._phase.value}>"
 
 
-def _discard(task: BackgroundTask[Any]) -> None:
-    """Undo a spawn that will not happen: close its coroutine unawaited."""
-    if task._coro is not None:
-        task._coro.close()
-        task._coro = None
+_NO_TASKS: Mapping[str, BackgroundTask[Any]] = {}
+
+
+def _check_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(
+            f"shutdown(timeout=...) takes a number of seconds or None, got {timeout!r}"
+        )
+    if timeout != timeout or timeout < 0:  # NaN or negative
+        raise ValueError(
+            f"shutdown(timeout=...) must be >= 0 seconds (0 cancels at once), got "
+            f"{timeout!r}"
+        )
+    return float(timeout)
+
+

@@ -1,10 +1,20 @@
-"""Task records: :class:`TaskState`, :class:`BackgroundTask` and per-task options.
+"""Task records (:class:`BackgroundTask`, :class:`TaskState`) and the job that runs one.
 
-A :class:`BackgroundTask` is the public, read-mostly record of one spawned
-task. Only the supervisor's runner (``_runner.py``) changes its state, always
-from the event loop thread, so the record needs no locking. Timestamps are
-kept as ``time.time()`` floats and turned into aware UTC datetimes only when
-read, which keeps the spawn path free of ``datetime`` work.
+Two objects per task, with one owner each:
+
+* the **record**, :class:`BackgroundTask`: what callers see (id, name,
+  state, outcome, times). It is readable for as long as the supervisor keeps
+  it (live, then ``history``) and holds nothing that runs;
+* the **job**, :class:`Job`: everything needed to run the task (function,
+  arguments, coroutine, native handle, cancel scope, flags, context). It is
+  private to the runner, which owns the running task; the record points to
+  it while the task is live and drops it when the task ends, so a finished
+  record keeps no coroutine, no native task and no arguments.
+
+Writes to a record happen only here, through the job's transition methods,
+always on the event loop thread, so records need no locking. Timestamps are
+``time.time()`` floats, turned into aware UTC datetimes only when read,
+which keeps the spawn path free of ``datetime`` work.
 """
 
 from __future__ import annotations
@@ -12,20 +22,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
-import random
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 
+from ._options import TaskOptions
 from .exceptions import TaskCancelled, TaskFailed
 
-if TYPE_CHECKING:
-    from ._supervisor import Supervisor
-
-__all__ = ["BackgroundTask", "Retry", "TaskOptions", "TaskState"]
+__all__ = ["NO_SCOPE", "BackgroundTask", "Job", "JobOwner", "TaskState", "new_task"]
 
 T = TypeVar("T")
 
@@ -47,176 +57,64 @@ class TaskState(enum.Enum):
     @property
     def is_terminal(self) -> bool:
         """True for ``SUCCEEDED``, ``FAILED`` and ``CANCELLED``."""
-        return self in _TERMINAL
+        return self in TERMINAL
 
 
-_TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
-
-
-def _positive_or_none(name: str) -> Callable[[Any, Any, float | None], None]:
-    def check(_inst: Any, _attr: Any, value: float | None) -> None:
-        if value is not None and not value > 0:
-            raise ValueError(
-                f"{name} must be a positive number of seconds or None, got {value!r}; "
-                f"pass e.g. {name}=30.0, or None for no limit"
-            )
-
-    return check
-
-
-@attrs.frozen
-class Retry:
-    """Retry a failing task with exponential backoff and full jitter.
-
-    ``attempts`` is the total number of tries (so ``attempts=3`` means two
-    retries). Only exceptions that are instances of ``on`` are retried; any
-    other exception fails the task at once. The delay before try *n + 1* is
-    ``min(maximum, initial * multiplier ** (n - 1))`` scaled by a random
-    factor in ``[1 - jitter, 1]``, so that many tasks failing together do not
-    retry in lockstep. While it waits, the task is ``PENDING``; it keeps its
-    ``max_concurrency`` slot, so a retry never queues behind new work.
-    """
-
-    attempts: int = attrs.field(default=3)
-    on: type[BaseException] | tuple[type[BaseException], ...] = Exception
-    initial: float = 0.1
-    maximum: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 1.0
-
-    @attempts.validator
-    def _check_attempts(self, _attr: Any, value: int) -> None:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"Retry(attempts=...) counts tries including the first and must be "
-                f"an int >= 1, got {value!r}"
-            )
-
-    def __attrs_post_init__(self) -> None:
-        if self.initial < 0 or self.maximum < 0 or self.multiplier < 1:
-            raise ValueError(
-                "Retry needs initial >= 0, maximum >= 0 and multiplier >= 1, got "
-                f"initial={self.initial!r}, maximum={self.maximum!r}, "
-                f"multiplier={self.multiplier!r}"
-            )
-        if not 0 <= self.jitter <= 1:
-            raise ValueError(
-                f"Retry(jitter=...) must be within [0, 1], got {self.jitter!r}"
-            )
-        classes = self.on if isinstance(self.on, tuple) else (self.on,)
-        if not classes or not all(
-            isinstance(c, type) and issubclass(c, BaseException) for c in classes
-        ):
-            raise TypeError(
-                "Retry(on=...) takes an exception class or a tuple of them, "
-                f"got {self.on!r}"
-            )
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed try number ``attempt`` (counting from 1)."""
-        base = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
-        return base * (1 - self.jitter * random.random())
-
-
-@attrs.frozen
-class TaskOptions:
-    """Per-task options, kept apart from the task function's own arguments.
-
-    ``spawn(func, *args, **kwargs)`` passes every argument to ``func``
-    unchanged, so options can never collide with a keyword of ``func`` (a
-    ``send_email(..., timeout=5)`` keeps its ``timeout``). Options are given
-    through :meth:`Supervisor.options`, which returns a spawner bound to them::
-
-        await sup.options(name="welcome-email", timeout=30).spawn(send_email, to=addr)
-    """
-
-    name: str | None = attrs.field(default=None)
-    task_id: str | None = attrs.field(default=None)
-    timeout: float | None = attrs.field(
-        default=None, validator=_positive_or_none("timeout")
-    )
-    retry: Retry | None = attrs.field(default=None)
-    shield: bool = False
-
-    @name.validator
-    def _check_name(self, _attr: Any, value: str | None) -> None:
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"task name must be a str, got {value!r}")
-
-    @task_id.validator
-    def _check_task_id(self, _attr: Any, value: str | None) -> None:
-        if value is not None and (not isinstance(value, str) or not value):
-            raise TypeError(f"task_id must be a non-empty str, got {value!r}")
-
-    @retry.validator
-    def _check_retry(self, _attr: Any, value: Retry | None) -> None:
-        if value is not None and not isinstance(value, Retry):
-            raise TypeError(
-                f"retry takes a supervisor.Retry(...), got {value!r}; "
-                "e.g. retry=Retry(attempts=3, on=ConnectionError)"
-            )
-
-
-DEFAULT_OPTIONS = TaskOptions()
+PENDING = TaskState.PENDING
+RUNNING = TaskState.RUNNING
+TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
 # The per-task cancel scope on backends that need none (asyncio cancels the
 # asyncio.Task itself); nullcontext is reentrant and stateless, so one serves all.
-NO_SCOPE = contextlib.nullcontext()
+NO_SCOPE: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
 
 def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, init=False)
 class BackgroundTask(Generic[T]):
     """The record of one background task: its identity, state and outcome.
 
-    Records are created by ``Supervisor.spawn*`` and stay readable after the
-    task ends (up to the supervisor's ``history``). Everything public is
-    read-only for callers; use :meth:`wait` to get the outcome and
-    :meth:`cancel` to stop the task.
+    Records are made by ``Supervisor.spawn*`` (not by calling this class)
+    and stay readable after the task ends, up to the supervisor's
+    ``history``. Every attribute is read-only for callers: use :meth:`wait`
+    to get the outcome and :meth:`cancel` to stop the task.
+
+    Attributes: ``task_id``, ``name``, ``state`` (:class:`TaskState`),
+    ``result``, ``error`` (the exception, or None), ``attempts`` (runs
+    started, from 1), ``cancel_reason``, ``abandoned`` (cancelled at the
+    shutdown deadline while its worker thread still ran) and ``options``
+    (the :class:`TaskOptions` it was spawned with).
     """
 
     task_id: str
     name: str
-    _supervisor: Supervisor = attrs.field(alias="supervisor")
-    _func: Callable[..., Any] = attrs.field(alias="func")
-    _args: tuple[Any, ...] = attrs.field(alias="args")
-    _kwargs: dict[str, Any] = attrs.field(alias="kwargs")
-    is_async: bool
     options: TaskOptions
-    # The spawn time, and the coroutine made at spawn time (so that bad
-    # arguments fail there); first among the defaults so that the spawn path
-    # can pass everything positionally.
-    _created: float = attrs.field(alias="created")
-    _coro: Any = attrs.field(default=None, alias="coro")
-    state: TaskState = TaskState.PENDING
-    result: T | None = None
-    error: BaseException | None = None
-    attempts: int = 0
-    cancel_reason: str | None = None
-    abandoned: bool = False
-    _started: float | None = None
-    _completed: float | None = None
-    # Runner-private: the backend's cancel handle, whether the body was
-    # entered, the lazily created event that wait() blocks on, and
-    # max_concurrency bookkeeping (holds a slot; waits in the queue with its
-    # spawner's context).
-    _handle: Any = None
-    _scope: contextlib.AbstractContextManager[Any] = NO_SCOPE
-    _entered: bool = False
-    _thread_done: bool = False
-    _done: anyio.Event | None = None
-    _slot: bool = False
-    _queued: bool = False
-    _service: bool = False
-    _context: contextvars.Context | None = None
+    state: TaskState
+    result: T | None
+    error: BaseException | None
+    attempts: int
+    cancel_reason: str | None
+    abandoned: bool
+    _created: float
+    _started: float | None
+    _completed: float | None
+    # The runner's job while the task is live; None once it has ended.
+    _job: Job | None
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError(
+            "BackgroundTask records are made by the supervisor: call "
+            "`await sup.spawn(func, ...)` (or spawn_nowait/spawn_threadsafe) "
+            "instead of constructing one"
+        )
 
     @property
     def created_at(self) -> datetime:
         """When the task was spawned (aware UTC)."""
-        return _utc(self._created)  # type: ignore[return-value]
+        return datetime.fromtimestamp(self._created, UTC)
 
     @property
     def started_at(self) -> datetime | None:
@@ -238,31 +136,38 @@ class BackgroundTask(Generic[T]):
     @property
     def done(self) -> bool:
         """True once the task is in a terminal state."""
-        return self.state in _TERMINAL
+        return self.state in TERMINAL
 
-    @property
-    def supervisor(self) -> Supervisor:
-        """The supervisor that owns this task."""
-        return self._supervisor
-
-    async def wait(self) -> T:
+    async def wait(self, timeout: float | None = None) -> T:
         """Wait for the task to end and return its result.
 
         Raises :class:`TaskFailed` (``__cause__`` is the task's exception) if
-        it failed and :class:`TaskCancelled` if it was cancelled. Cancelling
-        the waiter does not cancel the task: it belongs to the supervisor.
+        it failed and :class:`TaskCancelled` if it was cancelled. With
+        ``timeout`` (seconds), raises ``TimeoutError`` if the task has not
+        ended by then; the task goes on. Cancelling the waiter does not
+        cancel the task: it belongs to the supervisor.
         """
-        await self.wait_done()
+        if timeout is None:
+            await self.wait_done()
+        else:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+                raise TypeError(
+                    f"wait(timeout=...) takes a number of seconds or None, got "
+                    f"{timeout!r}"
+                )
+            with anyio.fail_after(timeout):
+                await self.wait_done()
         return self._outcome()
 
     async def wait_done(self) -> None:
         """Wait for the task to end, whatever its outcome; never raises it."""
-        if self.state in _TERMINAL:
+        job = self._job
+        if job is None or self.state in TERMINAL:
             await anyio.lowlevel.checkpoint()
             return
-        if self._done is None:
-            self._done = anyio.Event()
-        await self._done.wait()
+        if job.done is None:
+            job.done = anyio.Event()
+        await job.done.wait()
 
     def _outcome(self) -> T:
         if self.state is TaskState.SUCCEEDED:
@@ -280,21 +185,154 @@ class BackgroundTask(Generic[T]):
     def cancel(self, reason: str = "cancelled by caller") -> bool:
         """Ask the task to stop; it ends ``CANCELLED`` with ``reason``.
 
-        Returns False if the task had already ended (nothing to cancel) or was
-        already being cancelled. A task that has not started yet never starts;
-        one whose body returns before the cancellation reaches it still ends
-        ``CANCELLED`` (its result is dropped); one that raises on its way out
-        ends ``FAILED`` with that error, which is more useful to see. Call
-        from the event loop thread that runs the supervisor.
+        Returns False if the task had already ended (nothing to cancel) or
+        was already being cancelled. A task that has not started yet never
+        starts; one whose body returns before the cancellation reaches it
+        still ends ``CANCELLED`` (its result is dropped); one that raises on
+        its way out ends ``FAILED`` with that error, which is more useful to
+        see. Safe to call from any thread: from another thread it waits
+        until the event loop has taken the request.
         """
-        if self.state in _TERMINAL or self.cancel_reason is not None:
+        if not isinstance(reason, str):
+            raise TypeError(f"cancel(reason=...) takes a str, got {reason!r}")
+        job = self._job
+        if job is None:
             return False
-        self.cancel_reason = reason
-        self._supervisor._runner.cancel(self)  # type: ignore[union-attr]
-        return True
+        return job.cancel(reason)
 
     def __repr__(self) -> str:
         return (
             f"<supervisor.BackgroundTask {self.name!r} id={self.task_id} "
             f"{self.state.value} attempts={self.attempts}>"
         )
+
+
+class JobOwner(Protocol):
+    """What a job needs from the runner that owns it (no import of the runner)."""
+
+    loop_thread: int
+
+    def cancel_job(self, job: Job) -> None:
+        """Deliver a cancellation whose reason is already on the record."""
+
+    def call_in_loop(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` on the loop thread from another thread; its result."""
+
+
+@attrs.define(eq=False, repr=False)
+class Job:
+    """Runner-private: everything needed to run one task, and its record's writes.
+
+    ``handle`` is the backend's native cancel handle (an ``asyncio.Task``, a
+    ``trio.CancelScope``), ``scope`` the context the body runs in (that
+    scope on trio, a shared no-op on asyncio). ``entered`` says the native
+    task has started its body; ``slot`` that it holds a ``max_concurrency``
+    slot; ``queued`` that it waits for one, to start in ``context`` (its
+    spawner's); ``thread_done`` that its worker thread returned.
+    """
+
+    record: BackgroundTask[Any]
+    owner: JobOwner
+    coro: Any
+    func: Callable[..., Any] | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    is_async: bool
+    service: bool = False
+    handle: Any = None
+    scope: contextlib.AbstractContextManager[Any] = NO_SCOPE
+    entered: bool = False
+    thread_done: bool = False
+    slot: bool = False
+    queued: bool = False
+    context: contextvars.Context | None = None
+    done: anyio.Event | None = None
+
+    # -- transitions (the only writes to a record) -------------------------
+
+    def start(self) -> None:
+        """``PENDING → RUNNING``: a run (the first, or a retry) begins."""
+        record = self.record
+        record.state = RUNNING
+        record.attempts += 1
+        if record._started is None:
+            record._started = time.time()
+
+    def to_pending(self) -> None:
+        """``RUNNING → PENDING``: waiting to retry."""
+        self.record.state = PENDING
+
+    def settle(self, state: TaskState) -> TaskState | None:
+        """Move to the terminal ``state``; the state it left, or None if already ended."""
+        record = self.record
+        previous = record.state
+        if previous in TERMINAL:
+            return None
+        record.state = state
+        record._completed = time.time()
+        return previous
+
+    def record_cancel_reason(self, reason: str) -> None:
+        """Note why the task is being cancelled (the first reason wins)."""
+        if self.record.cancel_reason is None:
+            self.record.cancel_reason = reason
+
+    def release(self) -> None:
+        """Drop what a finished task no longer needs; wake its waiters."""
+        record = self.record
+        record._job = None
+        self.func = self.coro = self.handle = self.context = None
+        self.args = ()
+        self.kwargs = {}
+        self.scope = NO_SCOPE  # on trio, the task's spent CancelScope
+        if self.done is not None:
+            self.done.set()
+
+    def next_run(self) -> None:
+        """A service starts its next run: one more attempt, still ``RUNNING``."""
+        self.record.attempts += 1
+
+    # -- requests from callers ---------------------------------------------
+
+    def cancel(self, reason: str) -> bool:
+        owner = self.owner
+        if threading.get_ident() != owner.loop_thread:
+            return bool(owner.call_in_loop(self.cancel, reason))
+        record = self.record
+        if record.state in TERMINAL or record.cancel_reason is not None:
+            return False
+        record.cancel_reason = reason
+        owner.cancel_job(self)
+        return True
+
+
+def new_task(
+    owner: JobOwner,
+    task_id: str,
+    name: str,
+    options: TaskOptions,
+    coro: Any,
+    func: Callable[..., Any] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    is_async: bool,
+    service: bool = False,
+) -> Job:
+    """Make a ``PENDING`` record and its job; nothing is scheduled yet."""
+    record: BackgroundTask[Any] = object.__new__(BackgroundTask)
+    record.task_id = task_id
+    record.name = name
+    record.options = options
+    record.state = PENDING
+    record.result = None
+    record.error = None
+    record.attempts = 0
+    record.cancel_reason = None
+    record.abandoned = False
+    record._created = time.time()
+    record._started = None
+    record._completed = None
+    # Positional: keyword passing costs a third of the construction.
+    job = Job(record, owner, coro, func, args, kwargs, is_async, service)
+    record._job = job
+    return job

@@ -52,7 +52,7 @@ import anyio
 import attrs
 import pytest
 
-from ._events import EventHandler
+from ._events import TaskEvent
 from ._supervisor import Supervisor
 
 __all__ = [
@@ -111,40 +111,29 @@ class _Failure:
 
 @attrs.define(eq=False)
 class _FailureRecorder:
-    """The fixture supervisor's ``on_event``: notes failures, then chains.
+    """A listener of the fixture supervisor: notes every ``task:failed``.
 
-    The exception object is read from the task's record when its
-    ``task:failed`` event is delivered, so that expectations can match by
+    The event carries the exception itself, so expectations match by
     ``isinstance`` (subclasses included), not just by type name.
     """
 
-    chained: EventHandler | None
-    supervisor: Supervisor | None = None
     failures: list[_Failure] = attrs.Factory(list)
 
-    def __call__(self, event: str, data: dict[str, Any]) -> Any:
-        if event == "task:failed":
-            task = (
-                None
-                if self.supervisor is None
-                else self.supervisor.get(data["task_id"])
+    def __call__(self, event: TaskEvent) -> None:
+        if event.event != "task:failed" or event.error is None:
+            return
+        error = event.error
+        data = event.as_data()
+        self.failures.append(
+            _Failure(
+                task_id=event.task_id,
+                name=event.task_name,
+                error_type=type(error).__name__,
+                message=str(data.get("error", "")),
+                error=error,
+                traceback="".join(traceback.format_exception(error)).rstrip("\n"),
             )
-            error = None if task is None else task.error
-            self.failures.append(
-                _Failure(
-                    task_id=str(data["task_id"]),
-                    name=str(data["name"]),
-                    error_type=str(data.get("error_type", "?")),
-                    message=str(data.get("error", "")),
-                    error=error,
-                    traceback=None
-                    if error is None
-                    else "".join(traceback.format_exception(error)).rstrip("\n"),
-                )
-            )
-        if self.chained is not None:
-            return self.chained(event, data)
-        return None
+        )
 
 
 def _misuse(message: str) -> NoReturn:
@@ -281,9 +270,9 @@ async def task_supervisor(
     # Misspelled markers fail before the test runs, not after it.
     for mark in request.node.iter_markers(MARKER):
         _Expectation.from_marker(mark)
-    recorder = _FailureRecorder(chained=options.pop("on_event", None))
-    sup = Supervisor(on_event=recorder, **options)
-    recorder.supervisor = sup
+    recorder = _FailureRecorder()
+    sup = Supervisor(**options)
+    sup.add_listener(recorder)
     await sup.startup()
     yield sup
     try:

@@ -47,8 +47,7 @@ from typing import TYPE_CHECKING, Any
 from . import _registry
 
 if TYPE_CHECKING:
-    from ._events import EventSink
-    from ._runner import Runner
+    from ._events import TaskEvent
     from ._supervisor import Supervisor
 
 __all__ = ["capture_events"]
@@ -56,38 +55,23 @@ __all__ = ["capture_events"]
 _lock = threading.RLock()
 # Every capture currently open; each gets its own copy of every event.
 _captures: list[list[dict[str, Any]]] = []
-# Runners we put a tap on, to take it off when the last capture ends.
-_tapped: list[tuple[Runner, _Tap]] = []
+# Supervisors we added the listener to, to take it off when the last capture ends.
+_tapped: list[Supervisor] = []
 
 
-class _Tap:
-    """Stands in for a runner's event sink: records, then forwards.
-
-    It has the one method the runner calls on its sink, so the supervisor
-    emits through it exactly as it emits to an ``on_event`` handler: in
-    order, and before ``wait_idle()``/``shutdown()`` return.
-    """
-
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: EventSink | None) -> None:
-        self.inner = inner
-
-    async def emit(self, event: str, data: dict[str, Any], deadline: float) -> None:
-        with _lock:
-            for events in _captures:
-                events.append({"event": event, **data})
-        if self.inner is not None:
-            await self.inner.emit(event, data, deadline)
+def _record(event: TaskEvent) -> None:
+    """The listener: one dict per event, into every open capture."""
+    data = {"event": event.event, **event.as_data()}
+    with _lock:
+        for events in _captures:
+            events.append(dict(data))
 
 
 def _tap(sup: Supervisor) -> None:
-    runner = sup._runner
-    if runner is None or isinstance(runner.sink, _Tap):
+    if sup in _tapped:
         return
-    tap = _Tap(runner.sink)
-    runner.sink = tap  # type: ignore[assignment]  # duck-typed EventSink
-    _tapped.append((runner, tap))
+    sup.add_listener(_record)
+    _tapped.append(sup)
 
 
 def _tap_if_capturing(sup: Supervisor) -> None:
@@ -103,10 +87,8 @@ def _install() -> None:
 
 
 def _uninstall() -> None:
-    for runner, tap in _tapped:
-        sink: object = runner.sink
-        if sink is tap:  # not replaced by anyone else since
-            runner.sink = tap.inner
+    for sup in _tapped:
+        sup.remove_listener(_record)
     _tapped.clear()
     if _tap_if_capturing in _registry.on_register:
         _registry.on_register.remove(_tap_if_capturing)

@@ -325,11 +325,19 @@ async def test_a_duplicate_live_task_id() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"task_id": ""}, {"task_id": 5}, {"name": 5}, {"retry": 3}]
+    ("kwargs", "error"),
+    [
+        ({"task_id": ""}, ValueError),
+        ({"task_id": 5}, TypeError),
+        ({"name": 5}, TypeError),
+        ({"retry": 3}, TypeError),
+        ({"timeout": "5"}, TypeError),
+        ({"shield": 1}, TypeError),
+    ],
 )
-def test_bad_option_types(kwargs: dict[str, Any]) -> None:
-    """Options of the wrong type raise TypeError when the spawner is made."""
+def test_bad_option_types(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    """Options of the wrong type raise TypeError (a bad value ValueError) at options()."""
     sup = Supervisor()
-    with pytest.raises(TypeError) as info:
+    with pytest.raises(error) as info:
         sup.options(**kwargs)
     assert next(iter(kwargs)) in str(info.value)

@@ -93,8 +93,8 @@ async def test_history_zero_keeps_no_finished_records() -> None:
         raise ValueError("gone")
 
     async with Supervisor(history=0) as sup:
-        ok = await sup.spawn(_quick, 1)
-        bad = await sup.spawn(fail)
+        ok = sup.spawn_nowait(_quick, 1)
+        bad = sup.spawn_nowait(fail)
         assert sup.get(ok.task_id) is ok  # live: visible
         with anyio.fail_after(10):
             await sup.wait_idle()
@@ -166,6 +166,7 @@ async def test_a_live_tasks_id_cannot_be_reused() -> None:
 
     async with Supervisor() as sup:
         live = await sup.options(task_id="import-42").spawn(blocked)
+        await anyio.wait_all_tasks_blocked()
         before = sup.stats()
         ids = dict(sup.tasks)
         with pytest.raises(SupervisorError) as info:

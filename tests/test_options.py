@@ -199,7 +199,7 @@ def test_options_reject_bad_names_and_ids() -> None:
     """Names and ids must be strings; retry must be a Retry."""
     with pytest.raises(TypeError, match="name"):
         TaskOptions(name=3)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="task_id"):
+    with pytest.raises(ValueError, match="task_id"):
         TaskOptions(task_id="")
     with pytest.raises(TypeError, match="Retry"):
         TaskOptions(retry=3)  # type: ignore[arg-type]

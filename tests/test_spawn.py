@@ -326,13 +326,11 @@ async def test_sync_functions_run_in_a_worker_thread() -> None:
         async_task = await sup.spawn(where_async)
         with anyio.fail_after(10):
             await sup.wait_idle()
-    assert sync_task.is_async is False
     assert sync_task.state is TaskState.SUCCEEDED
     assert sync_task.result != loop_thread
     assert failed.state is TaskState.FAILED
     assert isinstance(failed.error, OSError)
     assert str(failed.error) == "disk full"
-    assert async_task.is_async is True
     assert async_task.result == loop_thread
 
 
@@ -363,8 +361,6 @@ async def test_async_callable_objects_and_partials_run_as_async() -> None:
         with anyio.fail_after(10):
             assert await by_obj.wait() == loop_thread
             assert await by_partial.wait() == (42, loop_thread)
-    assert by_obj.is_async is True
-    assert by_partial.is_async is True
     assert obj.calls == [("x", 1)]
     assert by_obj.name == "_AsyncCallable"
     assert by_partial.name == "_add"
