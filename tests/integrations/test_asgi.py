@@ -75,7 +75,8 @@ async def test_app_raising_on_lifespan_is_unsupported_not_fatal() -> None:
             assert (await server.shutdown())["type"] == "lifespan.shutdown.complete"
     assert server.error is None
     (line,) = [x for x in logs if x["event"] == "supervisor:asgi_lifespan_unsupported"]
-    assert "AssertionError" in line["detail"]
+    assert line["error_type"] == "AssertionError"
+    assert line["error"].startswith("http only")
     assert app.supervisor.closed
 
 
