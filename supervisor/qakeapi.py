@@ -297,6 +297,10 @@ def _log_shutdown_hooks_failed(app: QakeAPI, sup: Supervisor, exc: Exception) ->
     """One line for qakeapi's known hook failure; the traceback for any other."""
     hooks = [getattr(h, "__qualname__", repr(h)) for h in app._shutdown_handlers]
     if isinstance(exc, RuntimeError) and str(exc) == _KNOWN_HOOK_ERROR:
+        # shutdown_executor is registered first (in QakeAPI.__init__): every
+        # hook after it was skipped.
+        first = hooks.index("shutdown_executor") if "shutdown_executor" in hooks else -1
+        skipped = hooks[first + 1 :]
         safe_log(
             sup.logger,
             "warning",
@@ -304,7 +308,7 @@ def _log_shutdown_hooks_failed(app: QakeAPI, sup: Supervisor, exc: Exception) ->
             supervisor=sup.name,
             error=str(exc),
             error_type=type(exc).__name__,
-            hooks=hooks,
+            skipped_hooks=skipped,
             reason=(
                 f"qakeapi {TESTED_VERSION}'s own shutdown_executor hook always "
                 "raises this, and qakeapi then skips the later on_shutdown hooks; "
@@ -320,6 +324,9 @@ def _log_shutdown_hooks_failed(app: QakeAPI, sup: Supervisor, exc: Exception) ->
         error=str(exc),
         error_type=type(exc).__name__,
         hooks=hooks,
-        reason="a qakeapi on_shutdown hook raised; qakeapi skipped the hooks after it",
+        reason=(
+            "a qakeapi on_shutdown hook raised, and qakeapi skipped the hooks after "
+            "it; the supervisor shuts down regardless"
+        ),
         exc_info=exc,
     )
