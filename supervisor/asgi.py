@@ -29,7 +29,7 @@ at the same cancel-scope nesting. So both are awaited at the middleware's own
 level, in the lifespan task, while the inner app's lifespan runs in a child
 task that has ended before shutdown begins (see ``supervisor._lifespan``).
 
-:class:`RequestIdMiddleware` binds a ``request_id`` for the log lines of each
+``RequestIdMiddleware`` binds a ``request_id`` for the log lines of each
 request and of the tasks it spawns. A supervisor belongs to one process: with
 several server workers, each has its own, and a task id is known only to the
 worker that spawned it.

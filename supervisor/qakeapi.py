@@ -116,7 +116,7 @@ class _BindMiddleware(BaseMiddleware):
 class RequestIdMiddleware(BaseMiddleware):
     """A qakeapi middleware that binds a request id to the log lines of a request.
 
-    The qakeapi form of :class:`supervisor.asgi.RequestIdMiddleware`, with the
+    The qakeapi form of ``supervisor.asgi.RequestIdMiddleware``, with the
     same options and rules (the ``X-Request-ID`` header when well formed,
     else a fresh id; sent back in the response): add it with
     ``app.add_middleware(supervisor.qakeapi.RequestIdMiddleware())``. Tasks

@@ -39,9 +39,9 @@ there, no middleware needed.
 into the thread) when it is the only one running in the process; add
 :class:`BindSupervisorMiddleware` to bind it to every request so that this
 holds with several. Inside your own lifespan the supervisor is bound too.
-:class:`RequestIdMiddleware` (the framework-free
-:class:`supervisor.asgi.RequestIdMiddleware`) puts a ``request_id`` on the
-log lines of each request and of its tasks.
+``RequestIdMiddleware`` (the framework-free
+``supervisor.asgi.RequestIdMiddleware``) puts a ``request_id`` on the log
+lines of each request and of its tasks.
 """
 
 from __future__ import annotations
@@ -61,12 +61,19 @@ from .asgi import BindSupervisorMiddleware, RequestIdMiddleware
 __all__ = [
     "BindSupervisorMiddleware",
     "RequestIdMiddleware",
+    "UserLifespan",
     "get_supervisor",
     "lifespan",
 ]
 
 _UserState = Mapping[str, Any] | None
-#: What the lifespan helper calls: ``(app, supervisor) -> async context manager``.
+#: What :class:`lifespan` accepts: ``(app, supervisor)`` (or, Starlette's own
+#: shape, ``app``) to an async context manager, or an async generator
+#: function of the same arguments; either yields ``None`` or a state mapping.
+UserLifespan = Callable[
+    ..., contextlib.AbstractAsyncContextManager[_UserState] | AsyncIterator[_UserState]
+]
+# What the lifespan helper calls, once the user's lifespan is adapted.
 _Lifespan = Callable[
     [Any, Supervisor], contextlib.AbstractAsyncContextManager[_UserState]
 ]
@@ -98,7 +105,7 @@ class lifespan:
 
     def __init__(
         self,
-        user_lifespan: Callable[..., Any] | None = None,
+        user_lifespan: UserLifespan | None = None,
         *,
         supervisor: Supervisor | None = None,
         state_key: str = DEFAULT_STATE_KEY,
