@@ -364,11 +364,16 @@ async def _converse(
     """Run the inner app's lifespan in a child task and talk it through.
 
     Returns once the child has ended: the task group is exited here, before
-    the caller shuts the supervisor down.
+    the caller shuts the supervisor down. The child never raises (it keeps
+    what the app raised), so an error on our side of the conversation (the
+    server's ``receive``/``send`` raised, a protocol error) is the only one:
+    it stops the child and is raised as itself once the group is exited,
+    not wrapped in an exception group.
     """
     to_app, app_inbox = anyio.create_memory_object_stream[Message](math.inf)
     app_outbox, from_app = anyio.create_memory_object_stream[Message](math.inf)
     answer: Message | None = None
+    error: BaseException | None = None
     with to_app, app_inbox, app_outbox, from_app:
         async with anyio.create_task_group() as tg:
             inner = _InnerLifespan(
@@ -382,7 +387,15 @@ async def _converse(
                 from_app,
             )
             tg.start_soon(inner.run)
-            answer = await inner.converse(startup, receive, send)
+            try:
+                answer = await inner.converse(startup, receive, send)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # raised below, outside the group
+                error = exc
+                tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
     return inner, answer
 
 

@@ -461,6 +461,60 @@ async def test_inner_base_exception_shuts_down_then_propagates(when: str) -> Non
     )
 
 
+@pytest.mark.parametrize("inner_kind", ["lifespan", "bare"])
+async def test_server_protocol_error_after_startup_is_raised_as_is(
+    inner_kind: str,
+) -> None:
+    """A server that sends nonsense: the supervisor closes, the error is plain."""
+    inner: Any = LifespanApp(Supervisor()) if inner_kind == "lifespan" else None
+    app = SupervisorMiddleware(inner or no_lifespan_app, name="p", shutdown_timeout=0)
+    async with drive_lifespan(app) as server:
+        await server.startup()
+        task = await app.supervisor.spawn(anyio.sleep_forever)
+        await server._to_app.send({"type": "lifespan.bogus"})
+        await server.finished()
+    assert type(server.error) is RuntimeError
+    assert "expected 'lifespan.shutdown'" in str(server.error)
+    assert "'lifespan.bogus'" in str(server.error)
+    assert app.supervisor.closed
+    assert task.state is TaskState.CANCELLED
+
+
+class SpySupervisor(Supervisor):
+    """Records the task that awaits startup() and shutdown()."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.hosts: list[tuple[str, int]] = []
+
+    async def startup(self) -> None:
+        self.hosts.append(("startup", anyio.get_current_task().id))
+        await super().startup()
+
+    async def shutdown(self, timeout: float | None = None) -> Any:
+        self.hosts.append(("shutdown", anyio.get_current_task().id))
+        return await super().shutdown(timeout)
+
+
+async def test_startup_and_shutdown_are_awaited_in_the_lifespan_task() -> None:
+    """Never in the child task that runs the inner app's lifespan."""
+    sup = SpySupervisor(name="spy")
+    inner = LifespanApp(sup)
+    lifespan_task: list[int] = []
+    middleware = SupervisorMiddleware(inner, sup)
+
+    async def server_side(scope: Scope, receive: Receive, send: Send) -> None:
+        lifespan_task.append(anyio.get_current_task().id)
+        await middleware(scope, receive, send)
+
+    async with drive_lifespan(server_side) as server:
+        await server.startup()
+        await server.shutdown()
+    assert server.error is None
+    (host,) = lifespan_task
+    assert sup.hosts == [("startup", host), ("shutdown", host)]
+
+
 async def test_other_messages_from_the_inner_app_reach_the_server() -> None:
     """A message that is not a lifespan answer is the server's to judge."""
 
