@@ -185,9 +185,9 @@ def install(
     source = SupervisorSource.from_arguments(
         "install()", supervisor, supervisor_options
     )
+    _patch_qakeapi_1_3_1(app, source, state_key)
     if supervisor is not None and events and supervisor.on_event is None:
         supervisor.on_event = app.emit
-    _patch_qakeapi_1_3_1(app, source, state_key)
     setattr(app, _ATTR, source)
     return source.current
 
