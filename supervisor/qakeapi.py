@@ -266,7 +266,10 @@ def _patch_qakeapi_1_3_1(
         except Exception as exc:
             if not shutdown_requested:
                 raise
-            _log_shutdown_hooks_failed(app, source.current, exc)
+            hooks = [
+                getattr(h, "__qualname__", repr(h)) for h in app._shutdown_handlers
+            ]
+            _log_shutdown_hooks_failed(source.current, exc, hooks)
             await send({"type": "lifespan.shutdown.complete"})
 
     async def handle_lifespan(scope: Scope, receive: Receive, send: Send) -> None:
@@ -293,9 +296,13 @@ def _patch_qakeapi_1_3_1(
         app.middleware_stack.add(middleware)
 
 
-def _log_shutdown_hooks_failed(app: QakeAPI, sup: Supervisor, exc: Exception) -> None:
-    """One line for qakeapi's known hook failure; the traceback for any other."""
-    hooks = [getattr(h, "__qualname__", repr(h)) for h in app._shutdown_handlers]
+def _log_shutdown_hooks_failed(
+    sup: Supervisor, exc: Exception, hooks: list[str]
+) -> None:
+    """One line for qakeapi's known hook failure; the traceback for any other.
+
+    ``hooks`` names the app's ``on_shutdown`` hooks, in qakeapi's order.
+    """
     if isinstance(exc, RuntimeError) and str(exc) == _KNOWN_HOOK_ERROR:
         # shutdown_executor is registered first (in QakeAPI.__init__): every
         # hook after it was skipped.
