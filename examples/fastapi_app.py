@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from pydantic import BaseModel
 
 import supervisor.fastapi
@@ -52,16 +50,8 @@ app = FastAPI(
     ),
 )
 app.add_middleware(supervisor.fastapi.BindSupervisorMiddleware)
-
-
-@app.middleware("http")
-async def request_id(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Puts ``X-Request-ID`` on every log line of the request and of its tasks."""
-    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-    with structlog.contextvars.bound_contextvars(request_id=rid):
-        return await call_next(request)
+# X-Request-ID (or a fresh id) on every log line of the request and of its tasks.
+app.add_middleware(supervisor.fastapi.RequestIdMiddleware)
 
 
 # -- the tasks -----------------------------------------------------------------

@@ -26,13 +26,10 @@ Logs are JSON lines on stdout, or in the file named by ``EXAMPLE_LOG_FILE``;
 import asyncio
 import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from qakeapi import QakeAPI
-from qakeapi.core.middleware import BaseMiddleware
 
 import supervisor.qakeapi
 from supervisor import BackgroundTaskManager, add_background_task
@@ -56,18 +53,9 @@ sup = supervisor.qakeapi.install(
 task_manager = BackgroundTaskManager()
 
 
-class RequestIdMiddleware(BaseMiddleware):
-    """Puts the request id on every log line of the request and of its tasks."""
-
-    async def process(
-        self, request: Any, call_next: Callable[[Any], Awaitable[Any]]
-    ) -> Any:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            return await call_next(request)
-
-
-app.add_middleware(RequestIdMiddleware())
+# X-Request-ID (or a fresh id) on every log line of the request and of the
+# tasks its async handlers spawn.
+app.add_middleware(supervisor.qakeapi.RequestIdMiddleware())
 
 
 # -- the tasks (as in QakeAPI's docs) ----------------------------------------

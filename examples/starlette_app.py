@@ -1,11 +1,12 @@
 """A Starlette app whose background tasks run on a supervisor.
 
 ``lifespan=supervisor.starlette.lifespan(...)`` starts the supervisor before
-the app's own lifespan and shuts it down after it (draining, then
-cancelling); handlers get it with ``get_supervisor(request)``, and
-``BindSupervisorMiddleware`` makes ``current_supervisor()`` and
-``add_background_task`` find it too, sync endpoints in the thread pool
-included.
+the app's own lifespan (which receives ``(app, supervisor)``) and shuts it
+down after it (draining, then cancelling); handlers get it with
+``get_supervisor(request)``, and ``BindSupervisorMiddleware`` makes
+``current_supervisor()`` and ``add_background_task`` find it too, sync
+endpoints in the thread pool included. ``RequestIdMiddleware`` puts the
+request's ``X-Request-ID`` on the log lines of its tasks.
 
 Run it (from this directory)::
 
@@ -21,10 +22,8 @@ Logs are JSON lines on stdout, or in the file named by ``EXAMPLE_LOG_FILE``;
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,10 +34,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 import supervisor.starlette
-from supervisor import BackgroundTaskManager, add_background_task, current_supervisor
+from supervisor import (
+    BackgroundTaskManager,
+    Supervisor,
+    add_background_task,
+    current_supervisor,
+)
 from supervisor.logs import configure_logging
 
 _log_path = os.environ.get("EXAMPLE_LOG_FILE")
@@ -117,27 +120,11 @@ async def task_status(request: Request) -> JSONResponse:
 # -- middleware and lifespan -------------------------------------------------------
 
 
-class RequestIdMiddleware:
-    """Puts the request id (``X-Request-ID``) on every log line of the request
-    and of the tasks it spawns (tasks copy the spawner's context)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode() or uuid.uuid4().hex
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            await self.app(scope, receive, send)
-
-
-@contextlib.asynccontextmanager
-async def app_lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+async def app_lifespan(
+    app: Starlette, sup: Supervisor
+) -> AsyncIterator[dict[str, Any]]:
     """The app's own lifespan: the supervisor is already running inside it."""
-    log.info("example:lifespan_startup", supervisor=current_supervisor().name)
+    log.info("example:lifespan_startup", supervisor=sup.name)
     yield {"greeting": "hello"}
     log.info("example:lifespan_shutdown")
 
@@ -152,7 +139,9 @@ app = Starlette(
         Route("/tasks/{task_id}", task_status),
     ],
     middleware=[
-        Middleware(RequestIdMiddleware),
+        # X-Request-ID (or a fresh id) on every log line of the request and of
+        # the tasks it spawns: tasks copy their spawner's context.
+        Middleware(supervisor.starlette.RequestIdMiddleware),
         Middleware(supervisor.starlette.BindSupervisorMiddleware),
     ],
     lifespan=supervisor.starlette.lifespan(

@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from typing import Any
 
 import anyio
@@ -34,7 +33,13 @@ import anyio.to_thread
 import structlog
 
 from supervisor import add_background_task, current_supervisor
-from supervisor.asgi import Receive, Scope, Send, SupervisorMiddleware
+from supervisor.asgi import (
+    Receive,
+    RequestIdMiddleware,
+    Scope,
+    Send,
+    SupervisorMiddleware,
+)
 from supervisor.logs import configure_logging
 
 _log_path = os.environ.get("EXAMPLE_LOG_FILE")
@@ -120,23 +125,22 @@ async def inner_app(scope: Scope, receive: Receive, send: Send) -> None:
     """A bare ASGI app; it returns at once on ``lifespan`` (no lifespan support)."""
     if scope["type"] != "http":
         return
-    headers = dict(scope["headers"])
-    request_id = headers.get(b"x-request-id", b"").decode() or uuid.uuid4().hex
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        path, method = scope["path"], scope["method"]
-        if path == "/health":
-            await respond(send, 200, {"status": "ok", "event_loop": event_loop_name()})
+    path, method = scope["path"], scope["method"]
+    if path == "/health":
+        await respond(send, 200, {"status": "ok", "event_loop": event_loop_name()})
+        return
+    if method == "POST" and path.startswith("/spawn/"):
+        task_id = await spawn(path.removeprefix("/spawn/"))
+        if task_id is not None:
+            await respond(send, 200, {"task_id": task_id})
             return
-        if method == "POST" and path.startswith("/spawn/"):
-            task_id = await spawn(path.removeprefix("/spawn/"))
-            if task_id is not None:
-                await respond(send, 200, {"task_id": task_id})
-                return
-        await respond(send, 404, {"detail": "Not Found"})
+    await respond(send, 404, {"detail": "Not Found"})
 
 
 app = SupervisorMiddleware(
-    inner_app,
+    # X-Request-ID (or a fresh id) on every log line of the request and of
+    # the tasks it spawns.
+    RequestIdMiddleware(inner_app),
     name="trio-example",
     shutdown_timeout=float(os.environ.get("EXAMPLE_SHUTDOWN_TIMEOUT", "5")),
 )

@@ -8,6 +8,7 @@
 
     app = FastAPI(lifespan=supervisor.fastapi.lifespan(shutdown_timeout=10))
     app.add_middleware(supervisor.fastapi.BindSupervisorMiddleware)
+    app.add_middleware(supervisor.fastapi.RequestIdMiddleware)  # request_id in logs
 
     @app.post("/users")
     async def create_user(sup: DepSupervisor) -> dict[str, str]:
@@ -15,8 +16,9 @@
         return {"task_id": task.task_id}
 
 :func:`lifespan` is :func:`supervisor.starlette.lifespan` (FastAPI's
-lifespan is Starlette's): the supervisor starts before your lifespan, shuts
-down after it, and is in the lifespan state. :data:`DepSupervisor` gives it
+lifespan is Starlette's): the supervisor starts before your lifespan (which
+receives ``(app, supervisor)``), shuts down after it, and is in the lifespan
+state. :data:`DepSupervisor` gives it
 to any path operation or dependency, sync ones included (they run in the
 thread pool: use ``sup.spawn_threadsafe(...)`` there).
 """
@@ -28,11 +30,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ._supervisor import Supervisor
-from .asgi import BindSupervisorMiddleware
+from .asgi import BindSupervisorMiddleware, RequestIdMiddleware
 from .starlette import get_supervisor as _get_supervisor
 from .starlette import lifespan
 
-__all__ = ["BindSupervisorMiddleware", "DepSupervisor", "get_supervisor", "lifespan"]
+__all__ = [
+    "BindSupervisorMiddleware",
+    "DepSupervisor",
+    "RequestIdMiddleware",
+    "get_supervisor",
+    "lifespan",
+]
 
 
 async def get_supervisor(request: Request) -> Supervisor:

@@ -75,7 +75,8 @@ async def test_app_raising_on_lifespan_is_unsupported_not_fatal() -> None:
             assert (await server.shutdown())["type"] == "lifespan.shutdown.complete"
     assert server.error is None
     (line,) = [x for x in logs if x["event"] == "supervisor:asgi_lifespan_unsupported"]
-    assert "AssertionError" in line["detail"]
+    assert line["error_type"] == "AssertionError"
+    assert line["error"].startswith("http only")
     assert app.supervisor.closed
 
 
@@ -94,6 +95,9 @@ class LifespanApp:
         assert (await receive())["type"] == "lifespan.startup"
         self.seen.append(("startup: supervisor running", self.sup.running))
         self.seen.append(("startup: bound", current_supervisor() is self.sup))
+        self.seen.append(
+            ("startup: in state", scope["state"]["supervisor"] is self.sup)
+        )
         await send({"type": "lifespan.startup.complete"})
         assert (await receive())["type"] == "lifespan.shutdown"
         self.seen.append(("shutdown: supervisor running", self.sup.running))
@@ -116,6 +120,7 @@ async def test_supervisor_wraps_the_inner_lifespan() -> None:
     assert inner.seen == [
         ("startup: supervisor running", True),
         ("startup: bound", True),
+        ("startup: in state", True),
         ("shutdown: supervisor running", True),
     ]
     assert server.error is None
@@ -400,13 +405,159 @@ async def test_run_lifespan_rejects_a_protocol_error() -> None:
 
 
 def test_supervisor_and_options_are_exclusive() -> None:
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(
+        TypeError, match=r"SupervisorMiddleware\(\) got a supervisor.*not both"
+    ):
         SupervisorMiddleware(no_lifespan_app, Supervisor(), name="x")
 
 
+def test_supervisor_must_be_a_supervisor() -> None:
+    with pytest.raises(TypeError, match=r"takes a supervisor\.Supervisor.*got 'app'"):
+        SupervisorMiddleware(no_lifespan_app, "app")  # type: ignore[arg-type]
+
+
 def test_options_are_checked_at_construction() -> None:
+    """A bad option fails where it was written, not at the first lifespan."""
     with pytest.raises(ValueError, match="shutdown_timeout"):
         SupervisorMiddleware(no_lifespan_app, shutdown_timeout=-1)
+    with pytest.raises(TypeError, match="nmae"):
+        SupervisorMiddleware(no_lifespan_app, nmae="typo")
+
+
+@pytest.mark.parametrize("when", ["startup", "midlife", "shutdown"])
+async def test_inner_base_exception_shuts_down_then_propagates(when: str) -> None:
+    """SystemExit & co. from the inner lifespan: supervisor down, raised as is."""
+    sup = Supervisor(name="s", shutdown_timeout=0)
+    serving = anyio.Event()
+
+    async def fatal_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        if when == "startup":
+            raise Fatal(when)
+        await send({"type": "lifespan.startup.complete"})
+        if when == "midlife":
+            await serving.wait()
+            await current_supervisor().spawn(anyio.sleep_forever)
+            raise Fatal(when)
+        await receive()
+        raise Fatal(when)
+
+    async with drive_lifespan(SupervisorMiddleware(fatal_app, sup)) as server:
+        await server._to_app.send({"type": "lifespan.startup"})
+        if when != "startup":
+            assert (await server._reply())["type"] == "lifespan.startup.complete"
+            serving.set()
+        if when == "shutdown":
+            await server._to_app.send({"type": "lifespan.shutdown"})
+        # No shutdown from the server is needed: the lifespan ends by itself.
+        await server.finished()
+        assert sup.closed
+    assert type(server.error) is Fatal
+    assert str(server.error) == when
+    assert sup.stats().cancelled == (1 if when == "midlife" else 0)
+    # The server heard no answer it did not ask for.
+    assert [m["type"] for m in server.sent] == (
+        [] if when == "startup" else ["lifespan.startup.complete"]
+    )
+
+
+@pytest.mark.parametrize("inner_kind", ["lifespan", "bare"])
+async def test_server_protocol_error_after_startup_is_raised_as_is(
+    inner_kind: str,
+) -> None:
+    """A server that sends nonsense: the supervisor closes, the error is plain."""
+    inner: Any = LifespanApp(Supervisor()) if inner_kind == "lifespan" else None
+    app = SupervisorMiddleware(inner or no_lifespan_app, name="p", shutdown_timeout=0)
+    async with drive_lifespan(app) as server:
+        await server.startup()
+        task = await app.supervisor.spawn(anyio.sleep_forever)
+        await server._to_app.send({"type": "lifespan.bogus"})
+        await server.finished()
+    assert type(server.error) is RuntimeError
+    assert "expected 'lifespan.shutdown'" in str(server.error)
+    assert "'lifespan.bogus'" in str(server.error)
+    assert app.supervisor.closed
+    assert task.state is TaskState.CANCELLED
+
+
+class SpySupervisor(Supervisor):
+    """Records the task that awaits startup() and shutdown()."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.hosts: list[tuple[str, int]] = []
+
+    async def startup(self) -> None:
+        self.hosts.append(("startup", anyio.get_current_task().id))
+        await super().startup()
+
+    async def shutdown(self, timeout: float | None = None) -> Any:
+        self.hosts.append(("shutdown", anyio.get_current_task().id))
+        return await super().shutdown(timeout)
+
+
+async def test_startup_and_shutdown_are_awaited_in_the_lifespan_task() -> None:
+    """Never in the child task that runs the inner app's lifespan."""
+    sup = SpySupervisor(name="spy")
+    inner = LifespanApp(sup)
+    lifespan_task: list[int] = []
+    middleware = SupervisorMiddleware(inner, sup)
+
+    async def server_side(scope: Scope, receive: Receive, send: Send) -> None:
+        lifespan_task.append(anyio.get_current_task().id)
+        await middleware(scope, receive, send)
+
+    async with drive_lifespan(server_side) as server:
+        await server.startup()
+        await server.shutdown()
+    assert server.error is None
+    (host,) = lifespan_task
+    assert sup.hosts == [("startup", host), ("shutdown", host)]
+
+
+async def test_other_messages_from_the_inner_app_reach_the_server() -> None:
+    """A message that is not a lifespan answer is the server's to judge."""
+
+    async def chatty(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.custom", "n": 1})
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async with drive_lifespan(SupervisorMiddleware(chatty, name="c")) as server:
+        assert (await server.startup())["type"] == "lifespan.custom"
+        assert (await server._reply())["type"] == "lifespan.startup.complete"
+        assert (await server.shutdown())["type"] == "lifespan.shutdown.complete"
+    assert server.error is None
+
+
+async def test_inner_lifespan_with_its_own_scopes_and_task_group() -> None:
+    """The inner app nests scopes and a task group in its lifespan, as frameworks do.
+
+    The supervisor's nursery was opened around the child task that runs
+    them, so spawning from inside and shutting down afterwards is legal on
+    both backends (the core raises SupervisorError when the nesting is wrong).
+    """
+    sup = Supervisor(name="nested", shutdown_timeout=0)
+    spawned: list[BackgroundTask[Any]] = []
+
+    async def framework(scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope():
+                await receive()
+                spawned.append(await current_supervisor().spawn(anyio.sleep_forever))
+                tg.start_soon(anyio.sleep, 0)
+                await send({"type": "lifespan.startup.complete"})
+                await receive()
+                spawned.append(await current_supervisor().spawn(anyio.sleep, 0))
+                await send({"type": "lifespan.shutdown.complete"})
+
+    async with drive_lifespan(SupervisorMiddleware(framework, sup)) as server:
+        await server.startup()
+        assert (await server.shutdown())["type"] == "lifespan.shutdown.complete"
+    assert server.error is None
+    assert [t.state for t in spawned] == [TaskState.CANCELLED, TaskState.SUCCEEDED]
 
 
 def test_under_starlette_testclient(anyio_backend: str) -> None:

@@ -12,6 +12,7 @@ and the server exited within the shutdown timeout plus a small bound.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -56,15 +57,29 @@ class Requests:
         outcome: str,
         *,
         request_id: bool = True,
+        malformed_id: bool = False,
         **kw: Any,
     ) -> dict[str, Any]:
-        """Send one request that spawns a task expected to end with ``outcome``."""
+        """Send one request that spawns a task expected to end with ``outcome``.
+
+        With ``malformed_id`` the request's ``X-Request-ID`` is one that the
+        request-id middleware must refuse (a space in it): the id the server
+        made instead comes back in the response and is on the task's line.
+        """
         self._count += 1
-        rid = f"req-{self._count}-{path.strip('/').replace('/', '-')}"
+        route = path.partition("?")[0].strip("/").replace("/", "-")
+        rid = f"req-{self._count}-{route}"
+        sent = f"{rid} with a space" if malformed_id else rid
         response = self.client.request(
-            method, path, headers={"X-Request-ID": rid}, **kw
+            method, path, headers={"X-Request-ID": sent}, **kw
         )
         assert response.status_code == 200, response.text
+        echoed = response.headers["x-request-id"]
+        if malformed_id:
+            assert re.fullmatch(r"[0-9a-f]{32}", echoed), echoed
+            rid = echoed
+        else:
+            assert echoed == rid
         body: dict[str, Any] = response.json()
         task_id = body["task_id"]
         assert task_id not in self.expected
@@ -130,7 +145,13 @@ def test_qakeapi_under_uvicorn(serve: ServeFactory) -> None:
     server = serve(partial(uvicorn_command, "qakeapi_app:app"))
     r = Requests(server)
     r.spawn("POST", "/users", "succeeded", json={"email": "a@example.com"})
-    r.spawn("POST", "/users", "succeeded", json={"email": "b@example.com"})
+    r.spawn(
+        "POST",
+        "/users",
+        "succeeded",
+        malformed_id=True,
+        json={"email": "b@example.com"},
+    )
     r.spawn("POST", "/reports", "succeeded", json={"rows": [1, 2, 3]})
     orders = {"id": 7, "user_id": 3, "items": ["a", "b", "c"]}
     r.spawn("POST", "/orders", "succeeded", json=orders)
@@ -161,6 +182,12 @@ def test_qakeapi_under_uvicorn(serve: ServeFactory) -> None:
     # after it, in the lifespan.
     (hook_failure,) = events(records, "qakeapi:shutdown_hooks_failed")
     assert hook_failure["error"] == "cannot join current thread"
+    # Known qakeapi noise: one warning line, no traceback anywhere.
+    assert hook_failure["level"] == "warning"
+    assert "exception" not in hook_failure
+    errors = [x for x in records if x["level"] == "error"]
+    assert [x["event"] for x in errors] == ["task:failed"]
+    assert "Traceback" not in server.output()
     order = [r["event"] for r in records]
     assert order.index("qakeapi:shutdown_hooks_failed") < order.index(
         "supervisor:shutdown"
@@ -179,7 +206,7 @@ def test_starlette_and_fastapi_under_uvicorn(serve: ServeFactory, module: str) -
     r = Requests(server)
     r.spawn("POST", "/users", "succeeded", json={"email": "a@example.com"})
     r.spawn("POST", "/fail", "failed")
-    r.spawn("POST", "/fail", "failed")
+    r.spawn("POST", "/fail", "failed", malformed_id=True)
     # Sync endpoint in the thread pool: the request's context (request_id,
     # the bound supervisor) reaches the thread and the task it spawns.
     r.spawn("POST", "/sync-report?rows=5", "succeeded")
@@ -231,7 +258,7 @@ def test_plain_asgi_app_with_middleware(
     r = Requests(server)
     assert r.client.get("/health").json()["event_loop"] == loop
     r.spawn("POST", "/spawn/ok", "succeeded")
-    r.spawn("POST", "/spawn/ok", "succeeded")
+    r.spawn("POST", "/spawn/ok", "succeeded", malformed_id=True)
     r.spawn("POST", "/spawn/fail", "failed")
     r.spawn("POST", "/spawn/sync", "succeeded")
     r.spawn("POST", "/spawn/forever", "cancelled")

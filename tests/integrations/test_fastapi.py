@@ -11,13 +11,14 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 
 pytest.importorskip("fastapi")
 
 from fastapi import FastAPI
 
 import supervisor.fastapi
-from supervisor import TaskState, add_background_task, current_supervisor
+from supervisor import Supervisor, TaskState, add_background_task, current_supervisor
 from supervisor.fastapi import DepSupervisor
 
 from .conftest import starlette_testclient
@@ -87,6 +88,30 @@ def test_composes_with_a_user_lifespan(anyio_backend: str) -> None:
     with TestClient(app, backend=anyio_backend) as client:
         assert client.get("/").json() == {"name": "composed"}
     assert seen == [True, True]
+
+
+def test_lifespan_in_svcs_shape_and_request_ids(anyio_backend: str) -> None:
+    """``async def lifespan(app, sup)``, and RequestIdMiddleware via add_middleware."""
+    warmed: list[Any] = []
+
+    async def app_lifespan(app: FastAPI, sup: Supervisor) -> AsyncIterator[None]:
+        warmed.append(await sup.spawn(anyio.sleep, 0))
+        yield
+
+    sup_lifespan = supervisor.fastapi.lifespan(app_lifespan, name="svcs-shape")
+    app = FastAPI(lifespan=sup_lifespan)
+    app.add_middleware(supervisor.fastapi.RequestIdMiddleware)
+
+    @app.get("/")
+    async def read(sup: DepSupervisor) -> dict[str, str]:
+        rid = structlog.contextvars.get_contextvars()["request_id"]
+        return {"name": sup.name, "request_id": rid}
+
+    with TestClient(app, backend=anyio_backend) as client:
+        response = client.get("/", headers={"X-Request-ID": "fast-1"})
+    assert response.json() == {"name": "svcs-shape", "request_id": "fast-1"}
+    assert response.headers["x-request-id"] == "fast-1"
+    assert warmed[0].state is TaskState.SUCCEEDED
 
 
 def test_dependency_without_lifespan_says_what_to_do(anyio_backend: str) -> None:

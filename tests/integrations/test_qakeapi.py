@@ -135,7 +135,7 @@ def test_install_runs_one_supervisor_in_the_lifespan() -> None:
     assert seen["shutdown"] == []
     (hooks,) = [x for x in logs if x["event"] == "qakeapi:shutdown_hooks_failed"]
     assert hooks["error"] == "cannot join current thread"
-    assert "after_the_builtin_hook" in str(hooks["hooks"])
+    assert hooks["skipped_hooks"] == ["make_app.<locals>.after_the_builtin_hook"]
     events = [x["event"] for x in logs]
     assert events.index("qakeapi:shutdown_hooks_failed") < events.index(
         "supervisor:shutdown"
@@ -155,6 +155,135 @@ def test_install_runs_one_supervisor_in_the_lifespan() -> None:
     assert failed[0]["error_type"] == "ValueError"
     succeeded = {d["task_id"] for name, d in seen["events"] if name == "task:succeeded"}
     assert {ok_id, sync_id} <= succeeded
+
+
+def test_qakeapis_known_hook_failure_is_one_warning_line() -> None:
+    """qakeapi 1.3.1's shutdown bug: once per shutdown, at warning, no traceback."""
+    app, sup, _ = make_app("quiet")
+    with structlog.testing.capture_logs() as logs, TestClient(app) as client:
+        client.post("/ok")
+    (line,) = [x for x in logs if x["event"].startswith("qakeapi:")]
+    assert line["event"] == "qakeapi:shutdown_hooks_failed"
+    assert line["log_level"] == "warning"
+    assert "exc_info" not in line
+    assert "\n" not in line["reason"]
+    assert "shutdown_executor" in line["reason"]
+    assert [x["log_level"] for x in logs if x["log_level"] == "error"] == []
+    assert sup.closed
+
+
+def test_another_hook_failure_is_an_error_with_its_traceback() -> None:
+    """A hook of the app's own that raises is a real error: logged as one."""
+    app, sup, _ = make_app("loud")
+
+    async def flush_metrics() -> None:
+        raise ConnectionError("metrics backend down")
+
+    # Before qakeapi's own hook, so that this one is what raises.
+    app._shutdown_handlers.insert(0, flush_metrics)
+    with structlog.testing.capture_logs() as logs, TestClient(app, backend="asyncio"):
+        pass
+    (line,) = [x for x in logs if x["event"] == "qakeapi:shutdown_hooks_failed"]
+    assert line["log_level"] == "error"
+    assert isinstance(line["exc_info"], ConnectionError)
+    assert line["error_type"] == "ConnectionError"
+    assert "flush_metrics" in line["hooks"][0]
+    assert sup.closed
+
+
+def test_another_qakeapi_version_is_patched_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An untested qakeapi: install() says so, and the integration still works."""
+    import qakeapi
+
+    monkeypatch.setattr(qakeapi, "__version__", "1.4.0")
+    app = QakeAPI()
+    with structlog.testing.capture_logs() as logs:
+        sup = supervisor.qakeapi.install(app, name="newer")
+
+        @app.post("/ok")
+        async def ok(request: Any) -> dict[str, Any]:
+            return {"task_id": await add_background_task(anyio.sleep, 0)}
+
+        with TestClient(app, backend="asyncio") as client:
+            task_id = client.post("/ok").json()["task_id"]
+    (warning,) = [x for x in logs if x["event"] == "qakeapi:version_untested"]
+    assert warning["log_level"] == "warning"
+    assert warning["qakeapi_version"] == "1.4.0"
+    assert warning["tested_version"] == "1.3.1"
+    task = sup.get(task_id)
+    assert task is not None
+    assert task.state is TaskState.SUCCEEDED
+
+
+def test_a_qakeapi_without_the_patched_internals_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing is changed on an app whose internals are not the ones we patch."""
+    import qakeapi
+
+    monkeypatch.setattr(qakeapi, "__version__", "2.0.0")
+    app = QakeAPI()
+    del app._shutdown_handlers
+    with pytest.raises(
+        SupervisorError,
+        match=r"supports qakeapi 1\.3\.1, found '2\.0\.0'.*\['_shutdown_handlers'\]",
+    ):
+        supervisor.qakeapi.install(app)
+    assert "_handle_lifespan" not in vars(app)
+    assert app._middleware == []
+    with pytest.raises(LookupError):
+        supervisor.qakeapi.get_supervisor(app)
+
+
+def test_a_fresh_supervisor_for_each_lifespan() -> None:
+    """Owned supervisors are renewed per lifespan; get_supervisor() has the current."""
+    app, first, _ = make_app("again")
+    with TestClient(app, backend="asyncio") as client:
+        assert client.post("/ok").json()["name"] == "again"
+    second_run = supervisor.qakeapi.get_supervisor(app)
+    assert second_run is first  # not renewed until the next lifespan
+    with TestClient(app, backend="asyncio") as client:
+        second = supervisor.qakeapi.get_supervisor(app)
+        assert second is not first
+        assert second.running
+        task_id = client.post("/ok").json()["task_id"]
+    assert first.closed
+    assert second.closed
+    assert first.get(task_id) is None
+    assert second.get(task_id) is not None
+
+
+def test_request_ids_on_the_tasks_log_lines() -> None:
+    """supervisor.qakeapi.RequestIdMiddleware: the id on the task's line and echoed."""
+    app, _, _ = make_app("ids")
+    app.add_middleware(supervisor.qakeapi.RequestIdMiddleware())
+    with (
+        structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as logs,
+        TestClient(app, backend="asyncio") as client,
+    ):
+        response = client.post("/fail", headers={"X-Request-ID": "q-1"})
+        generated = client.post("/fail", headers={"X-Request-ID": "bad id"})
+    assert response.headers["x-request-id"] == "q-1"
+    new_id = generated.headers["x-request-id"]
+    assert len(new_id) == 32
+    failed = {
+        x["task_id"]: x["request_id"] for x in logs if x["event"] == "task:failed"
+    }
+    assert failed == {
+        response.json()["task_id"]: "q-1",
+        generated.json()["task_id"]: new_id,
+    }
+
+
+def test_qakeapi_request_id_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="Python identifier"):
+        supervisor.qakeapi.RequestIdMiddleware(key="not valid")
+    with pytest.raises(TypeError, match="must be a bool"):
+        supervisor.qakeapi.RequestIdMiddleware(response_header=1)  # type: ignore[arg-type]
 
 
 def test_requests_are_bound_with_two_apps_running() -> None:
@@ -213,8 +342,10 @@ def test_install_once_per_app() -> None:
 def test_install_checks_its_arguments() -> None:
     with pytest.raises(TypeError, match=r"qakeapi\.QakeAPI app"):
         supervisor.qakeapi.install(object())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(TypeError, match=r"install\(\) got a supervisor.*not both"):
         supervisor.qakeapi.install(QakeAPI(), Supervisor(), name="x")
+    with pytest.raises(ValueError, match="history"):
+        supervisor.qakeapi.install(QakeAPI(), history=-1)
 
 
 def test_get_supervisor_without_install_says_what_to_do() -> None:

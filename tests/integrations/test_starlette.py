@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 
 pytest.importorskip("starlette")
 
@@ -246,13 +247,146 @@ def test_owned_supervisor_is_renewed_given_one_is_not(anyio_backend: str) -> Non
 
 
 def test_supervisor_and_options_are_exclusive() -> None:
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(TypeError, match=r"lifespan\(\) got a supervisor.*not both"):
         lifespan(supervisor=Supervisor(), name="x")
+
+
+def test_options_are_checked_at_construction() -> None:
+    with pytest.raises(ValueError, match="max_concurrency"):
+        lifespan(max_concurrency=0)
 
 
 def test_user_lifespan_must_be_callable() -> None:
     with pytest.raises(TypeError, match="asynccontextmanager"):
         lifespan("not a lifespan")  # type: ignore[arg-type]
+
+
+def test_user_lifespan_of_the_wrong_shape_is_refused_at_construction() -> None:
+    async def returns(app: Any, sup: Supervisor) -> None:
+        """An async function, not a generator: it cannot bracket the app's life."""
+
+    async def too_many(app: Any, sup: Supervisor, extra: int) -> AsyncIterator[None]:
+        yield  # pragma: no cover
+
+    with pytest.raises(TypeError, match="async generator that yields once"):
+        lifespan(returns)
+    with pytest.raises(TypeError, match=r"must take \(app, supervisor\)"):
+        lifespan(too_many)
+
+
+async def read_supervisor_name(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {"sup": request.state.supervisor.name, "db": getattr(request.state, "db", None)}
+    )
+
+
+def test_async_generator_lifespan_gets_app_and_supervisor(anyio_backend: str) -> None:
+    """svcs' shape: ``async def lifespan(app, sup): ... yield state ...``."""
+    seen: list[Any] = []
+    last: list[Any] = []
+
+    async def app_lifespan(
+        app: Starlette, sup: Supervisor
+    ) -> AsyncIterator[dict[str, str]]:
+        seen.append((type(app).__name__, sup.running, current_supervisor() is sup))
+        yield {"db": "connection"}
+        # Shutdown code may still spawn; it is drained.
+        last.append(await sup.spawn(anyio.sleep, 0.01))
+
+    sup_lifespan = lifespan(app_lifespan, name="gen")
+    app = Starlette(routes=[Route("/", read_supervisor_name)], lifespan=sup_lifespan)
+    with TestClient(app, backend=anyio_backend) as client:
+        assert client.get("/").json() == {"sup": "gen", "db": "connection"}
+    assert seen == [("Starlette", True, True)]
+    assert last[0].state is TaskState.SUCCEEDED
+    assert sup_lifespan.supervisor.closed
+
+
+def test_context_manager_factory_gets_app_and_supervisor(anyio_backend: str) -> None:
+    seen: list[Supervisor] = []
+
+    @contextlib.asynccontextmanager
+    async def app_lifespan(app: Starlette, sup: Supervisor) -> AsyncIterator[None]:
+        seen.append(sup)
+        yield
+
+    sup_lifespan = lifespan(app_lifespan, name="cm")
+    app = Starlette(routes=[Route("/", read_supervisor_name)], lifespan=sup_lifespan)
+    with TestClient(app, backend=anyio_backend) as client:
+        assert client.get("/").json() == {"sup": "cm", "db": None}
+    assert seen == [sup_lifespan.supervisor]
+
+
+def test_lifespan_as_a_decorator(anyio_backend: str) -> None:
+    """``@supervisor.starlette.lifespan`` on the app's own lifespan, as in svcs."""
+
+    @lifespan
+    async def app_lifespan(app: Starlette, sup: Supervisor) -> AsyncIterator[None]:
+        await sup.spawn(anyio.sleep, 0)
+        yield
+
+    assert isinstance(app_lifespan, lifespan)
+    app = Starlette(routes=[Route("/", read_supervisor_name)], lifespan=app_lifespan)
+    with TestClient(app, backend=anyio_backend) as client:
+        assert client.get("/").json()["sup"] == "app"
+    assert app_lifespan.supervisor.stats().succeeded == 1
+
+
+def test_a_fresh_supervisor_for_each_run_of_a_generator_lifespan(
+    anyio_backend: str,
+) -> None:
+    """Each lifespan run gets its own supervisor, and the generator runs anew."""
+    seen: list[Supervisor] = []
+
+    async def app_lifespan(app: Starlette, sup: Supervisor) -> AsyncIterator[None]:
+        seen.append(sup)
+        yield
+
+    sup_lifespan = lifespan(app_lifespan, name="again")
+    app = Starlette(lifespan=sup_lifespan)
+    for _ in range(2):
+        with TestClient(app, backend=anyio_backend):
+            pass
+    first, second = seen
+    assert first is not second
+    assert first.closed
+    assert second.closed
+
+
+def test_request_ids_on_the_tasks_log_lines(anyio_backend: str) -> None:
+    """RequestIdMiddleware in a Starlette app: the task's line names the request."""
+    from supervisor.starlette import RequestIdMiddleware
+
+    async def fails() -> None:
+        raise ValueError("boom")
+
+    async def spawn_failing(request: Request) -> JSONResponse:
+        task_id = await add_background_task(fails)
+        return JSONResponse({"task_id": task_id})
+
+    sup_lifespan = lifespan(name="ids", shutdown_timeout=5)
+    app = Starlette(
+        routes=[Route("/", spawn_failing)],
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=sup_lifespan,
+    )
+    with (
+        structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as logs,
+        TestClient(app, backend=anyio_backend) as client,
+    ):
+        response = client.get("/", headers={"X-Request-ID": "req-9"})
+        generated = client.get("/")
+    assert response.headers["x-request-id"] == "req-9"
+    failed = {
+        x["task_id"]: x["request_id"] for x in logs if x["event"] == "task:failed"
+    }
+    assert failed == {
+        response.json()["task_id"]: "req-9",
+        generated.json()["task_id"]: generated.headers["x-request-id"],
+    }
+    assert len(generated.headers["x-request-id"]) == 32
 
 
 def test_supervisor_middleware_around_a_starlette_app(anyio_backend: str) -> None:
