@@ -194,7 +194,9 @@ def main() -> int:
             print(
                 f"\n  supervisor:shutdown  drained={record['drained']} "
                 f"cancelled_at_deadline={record['cancelled_at_deadline']} "
-                f"abandoned={record['abandoned']} totals={record['totals']}"
+                f"abandoned={record['abandoned']} spawned={record['spawned']} "
+                f"succeeded={record['succeeded']} failed={record['failed']} "
+                f"cancelled={record['cancelled']}"
             )
         elif record.get("event") == "qakeapi:shutdown_hooks_failed":
             print(

@@ -15,7 +15,8 @@ can cancel it alone:
   run a body inside ``spawn``: a spawned task is ``PENDING`` until the loop
   starts it, whatever the factory.
 * trio: a real ``trio.open_nursery()`` opened in the host task, and one
-  ``trio.CancelScope`` per task (trio has no per-task cancel otherwise).
+  ``trio.CancelScope`` per task, entered by the task's body (trio has no
+  per-task cancel otherwise; see the benchmarks' README for what it costs).
 
 A backend never sees a task record: it starts a body, returns the native
 handle, and cancels a handle it is given. The runner (``_runner.py``) keeps
@@ -55,17 +56,19 @@ class Backend(Protocol):
     """What the supervisor needs from an event loop."""
 
     cancelled_exc: type[BaseException]
-    #: True when the handle is a cancel scope that the body must enter.
-    scoped: bool
+    #: Makes the per-task cancel scope a body enters first (its handle), or
+    #: None where the native task is its own handle (asyncio).
+    new_scope: Callable[..., Any] | None
 
     async def open(self) -> None:
         """Open the nursery in the host task."""
 
-    def spawn(self, body: Body, arg: Any, shield: bool) -> Any:
+    def spawn(self, body: Body, arg: Any) -> Any:
         """Start ``body(arg)`` as a native task in the current context.
 
-        Returns the native handle that :meth:`cancel` takes. The body never
-        runs before this returns.
+        Returns the native handle that :meth:`cancel` takes (None where the
+        body's own scope is the handle). The body never runs before this
+        returns.
         """
 
     def cancel(self, handle: Any, reason: str) -> None:
@@ -88,7 +91,7 @@ class AsyncioBackend:
     """Native ``asyncio`` tasks; the supervisor's records keep them referenced."""
 
     cancelled_exc: type[BaseException] = asyncio.CancelledError
-    scoped = False
+    new_scope = None
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -102,7 +105,7 @@ class AsyncioBackend:
         self._marker = anyio.CancelScope()
         self._marker.__enter__()
 
-    def spawn(self, body: Body, arg: Any, shield: bool) -> Any:
+    def spawn(self, body: Body, arg: Any) -> Any:
         # Shielding is the runner's business on asyncio: shutdown just never
         # cancels a shielded task.
         return self._task(body(arg), loop=self._loop)
@@ -139,9 +142,10 @@ class TrioBackend:
         import trio  # noqa: PLC0415 - trio is an optional extra
 
         self._trio = trio
-        self._scope = trio.CancelScope
         self.cancelled_exc: type[BaseException] = trio.Cancelled
-        self.scoped = True
+        # Made by the body itself, not at spawn: the spawn loop stays as
+        # cheap as the nursery's own start_soon.
+        self.new_scope: Callable[..., Any] | None = trio.CancelScope
         self._manager: contextlib.AbstractAsyncContextManager[Any] | None = None
         self._nursery: Any = None
 
@@ -149,12 +153,8 @@ class TrioBackend:
         self._manager = self._trio.open_nursery()
         self._nursery = await self._manager.__aenter__()
 
-    def spawn(self, body: Body, arg: Any, shield: bool) -> Any:
-        # The body enters the scope first thing; a cancel() before that is
-        # remembered by the scope and delivered at the task's first checkpoint.
-        scope = self._scope(shield=True) if shield else self._scope()
+    def spawn(self, body: Body, arg: Any) -> Any:
         self._nursery.start_soon(body, arg)
-        return scope
 
     def cancel(self, handle: Any, reason: str) -> None:
         handle.cancel()

@@ -22,6 +22,7 @@ __all__ = [
     "check_sync_arguments",
     "is_async_callable",
     "make_coroutine",
+    "make_coroutine_fast",
     "prepare",
     "reject_awaitable",
 ]
@@ -135,6 +136,17 @@ def check_sync_arguments(
         ) from None
 
 
+def make_coroutine_fast(
+    func: FunctionType, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call a plain ``async def`` function: it binds the arguments, and can
+    return nothing but a coroutine."""
+    try:
+        return func(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"cannot spawn {func.__qualname__}: {exc}. {_SPAWN_HINT}") from exc
+
+
 def prepare(
     func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None
 ) -> tuple[Any, bool, str]:
@@ -144,14 +156,7 @@ def prepare(
     so that arguments that do not fit fail here.
     """
     if type(func) is FunctionType and func.__code__.co_flags & CO_COROUTINE:
-        # The hot path (a plain `async def`): calling it binds the arguments
-        # and cannot return anything but a coroutine.
-        try:
-            coro = func(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(
-                f"cannot spawn {func.__qualname__}: {exc}. {_SPAWN_HINT}"
-            ) from exc
+        coro = make_coroutine_fast(func, args, kwargs)
         return coro, True, name or func.__qualname__
     if is_async_callable(func):
         return make_coroutine(func, args, kwargs), True, name or callable_name(func)

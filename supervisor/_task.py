@@ -19,7 +19,6 @@ which keeps the spawn path free of ``datetime`` work.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import enum
 import threading
@@ -35,7 +34,7 @@ import attrs
 from ._options import TaskOptions
 from .exceptions import TaskCancelled, TaskFailed
 
-__all__ = ["NO_SCOPE", "BackgroundTask", "Job", "JobOwner", "TaskState", "new_task"]
+__all__ = ["BackgroundTask", "Job", "JobOwner", "TaskState", "new_task"]
 
 T = TypeVar("T")
 
@@ -63,10 +62,6 @@ class TaskState(enum.Enum):
 PENDING = TaskState.PENDING
 RUNNING = TaskState.RUNNING
 TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
-
-# The per-task cancel scope on backends that need none (asyncio cancels the
-# asyncio.Task itself); nullcontext is reentrant and stateless, so one serves all.
-NO_SCOPE: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
 
 def _utc(ts: float | None) -> datetime | None:
@@ -223,10 +218,9 @@ class JobOwner(Protocol):
 class Job:
     """Runner-private: everything needed to run one task, and its record's writes.
 
-    ``handle`` is the backend's native cancel handle (an ``asyncio.Task``, a
-    ``trio.CancelScope``), ``scope`` the context the body runs in (that
-    scope on trio, a shared no-op on asyncio). ``entered`` says the native
-    task has started its body; ``slot`` that it holds a ``max_concurrency``
+    ``handle`` is the backend's native cancel handle: the ``asyncio.Task``,
+    or on trio the ``CancelScope`` the body entered. ``entered`` says the
+    native task has started its body; ``slot`` that it holds a ``max_concurrency``
     slot; ``queued`` that it waits for one, to start in ``context`` (its
     spawner's); ``thread_done`` that its worker thread returned.
     """
@@ -240,7 +234,6 @@ class Job:
     is_async: bool
     service: bool = False
     handle: Any = None
-    scope: contextlib.AbstractContextManager[Any] = NO_SCOPE
     entered: bool = False
     thread_done: bool = False
     slot: bool = False
@@ -278,13 +271,13 @@ class Job:
             self.record.cancel_reason = reason
 
     def release(self) -> None:
-        """Drop what a finished task no longer needs; wake its waiters."""
-        record = self.record
-        record._job = None
-        self.func = self.coro = self.handle = self.context = None
-        self.args = ()
-        self.kwargs = {}
-        self.scope = NO_SCOPE  # on trio, the task's spent CancelScope
+        """Detach from the finished record (nothing else keeps a job); wake waiters.
+
+        With the record's reference gone the job, its native task, scope and
+        arguments are freed as the body returns, so history holds outcomes,
+        not the arguments and frames of every task.
+        """
+        self.record._job = None
         if self.done is not None:
             self.done.set()
 

@@ -186,7 +186,12 @@ def install(
         "install()", supervisor, supervisor_options
     )
     _patch_qakeapi_1_3_1(app, source, state_key)
-    if supervisor is not None and events and supervisor.on_event is None:
+    if (
+        supervisor is not None
+        and events
+        and supervisor.on_event is None
+        and not (supervisor.running or supervisor.closed)  # settable until startup
+    ):
         supervisor.on_event = app.emit
     setattr(app, _ATTR, source)
     return source.current
