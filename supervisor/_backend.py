@@ -91,7 +91,7 @@ class AsyncioBackend:
     """Native ``asyncio`` tasks; the supervisor's records keep them referenced."""
 
     cancelled_exc: type[BaseException] = asyncio.CancelledError
-    new_scope = None
+    new_scope: Callable[..., Any] | None = None
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -23,7 +23,7 @@ SUCCESS_LEVELS = ("debug", "info")
 
 
 def _thread_limit(
-    instance: object, attribute: attrs.Attribute[object], value: object
+    instance: object, attribute: attrs.Attribute[Any], value: Any
 ) -> None:
     if isinstance(value, anyio.CapacityLimiter):
         return
@@ -61,7 +61,9 @@ class SupervisorConfig:
     )
     logger: Any = None
     event_timeout: float = attrs.field(default=5.0, validator=v.seconds(zero_ok=False))
-    success_level: str = attrs.field(default="debug", validator=v.choice(SUCCESS_LEVELS))
+    success_level: str = attrs.field(
+        default="debug", validator=v.choice(SUCCESS_LEVELS)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.max_pending is not None and self.max_concurrency is None:

@@ -11,6 +11,7 @@ through :meth:`Supervisor.options`, which returns a spawner bound to them::
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import attrs
 
@@ -19,7 +20,9 @@ from . import _validate as v
 __all__ = ["DEFAULT_OPTIONS", "Retry", "TaskOptions"]
 
 
-def _retry_or_none(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _retry_or_none(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
     if value is not None and not isinstance(value, Retry):
         raise TypeError(
             f"sup.options(retry=...) takes a supervisor.Retry(...) or None, got "

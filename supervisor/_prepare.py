@@ -144,7 +144,9 @@ def make_coroutine_fast(
     try:
         return func(*args, **kwargs)
     except TypeError as exc:
-        raise TypeError(f"cannot spawn {func.__qualname__}: {exc}. {_SPAWN_HINT}") from exc
+        raise TypeError(
+            f"cannot spawn {func.__qualname__}: {exc}. {_SPAWN_HINT}"
+        ) from exc
 
 
 def prepare(

@@ -16,7 +16,13 @@ import attrs
 if TYPE_CHECKING:
     from ._task import BackgroundTask
 
-__all__ = ["ShutdownReport", "SupervisorStats", "made_here"]
+__all__ = [
+    "ShutdownReport",
+    "SupervisorStats",
+    "made_here",
+    "make_report",
+    "make_stats",
+]
 
 C = TypeVar("C", bound=type)
 
@@ -115,3 +121,13 @@ class ShutdownReport:
     @classmethod
     def _create(cls, *args: Any, **kwargs: Any) -> ShutdownReport:  # made_here
         raise NotImplementedError
+
+
+def make_stats(*counts: int) -> SupervisorStats:
+    """A stats record: pending, running, spawned, succeeded, failed, cancelled."""
+    return SupervisorStats._create(*counts)
+
+
+def make_report(**fields: Any) -> ShutdownReport:
+    """A shutdown report (no fields: the empty report)."""
+    return ShutdownReport._create(**fields)

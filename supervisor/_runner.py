@@ -21,6 +21,7 @@ methods below, never a task's internals.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import os
@@ -28,8 +29,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from inspect import CO_COROUTINE
 from collections.abc import Callable, Iterator, Mapping
+from inspect import CO_COROUTINE
 from types import FunctionType, TracebackType
 from typing import Any
 
@@ -37,12 +38,11 @@ import anyio
 import anyio.from_thread
 
 from ._backend import Backend
-from ._events import Emitter, TaskEvent
+from ._events import Emitter, TaskEvent, make_event
 from ._options import DEFAULT_OPTIONS, TaskOptions
 from ._prepare import make_coroutine_fast, prepare
-from ._records import SupervisorStats
+from ._records import SupervisorStats, make_stats
 from ._task import (
-    PENDING,
     RUNNING,
     BackgroundTask,
     Job,
@@ -97,8 +97,8 @@ class Runner:
         # no native task.
         self.slots = max_concurrency
         # max_pending: one token per queued task; spawn() waits on it when full.
-        self.admission = None if max_pending is None else anyio.CapacityLimiter(
-            max_pending
+        self.admission = (
+            None if max_pending is None else anyio.CapacityLimiter(max_pending)
         )
         self.queue: deque[Job] = deque()
         self.queued = 0
@@ -219,14 +219,16 @@ class Runner:
     def give_back(self, job: Job) -> None:
         """Undo :meth:`wait_for_place` and :meth:`build` for a job not admitted."""
         if self.admission is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # it held no place
                 self.admission.release_on_behalf_of(job)
-            except RuntimeError:  # it held no place
-                pass
         discard(job)
 
     def spawn_nowait(
-        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
     ) -> Record:
         """Build and admit at once: the whole synchronous spawn."""
         if (
@@ -333,7 +335,7 @@ class Runner:
         return self.succeeded + self.failed + self.cancelled
 
     def stats(self) -> SupervisorStats:
-        return SupervisorStats._create(  # noqa: SLF001 - the records' own factory
+        return make_stats(
             self.pending,
             self.running,
             self.spawned,
@@ -596,7 +598,7 @@ class Runner:
     ) -> TaskEvent:
         """The record of one transition of ``job``'s task, as it stands now."""
         record = job.record
-        return TaskEvent._create(  # noqa: SLF001 - the records' own factory
+        return make_event(
             name,
             record.task_id,
             record.name,
@@ -664,8 +666,7 @@ class TaskTable(Mapping[str, Record]):
     def __repr__(self) -> str:
         runner = self._runner
         return (
-            f"<supervisor tasks live={len(runner.live)} "
-            f"history={len(runner.history)}>"
+            f"<supervisor tasks live={len(runner.live)} history={len(runner.history)}>"
         )
 
 

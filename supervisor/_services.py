@@ -47,7 +47,14 @@ from ._runner import Runner
 from ._task import BackgroundTask, Job, TaskState
 from .exceptions import ServiceFailedToStart
 
-__all__ = ["GiveUp", "Restart", "Service", "ServiceOptions", "run_service", "start_service"]
+__all__ = [
+    "GiveUp",
+    "Restart",
+    "Service",
+    "ServiceOptions",
+    "run_service",
+    "start_service",
+]
 
 Restart = Literal["permanent", "transient", "temporary"]
 GiveUp = Literal["log", "shutdown"]
@@ -72,7 +79,9 @@ class ServiceOptions:
     period: float = attrs.field(default=5.0, validator=v.seconds(zero_ok=False))
     backoff: float = attrs.field(default=0.0, validator=v.seconds(finite=True))
     name: str | None = attrs.field(default=None, validator=v.optional_str)
-    give_up: GiveUp = attrs.field(default="log", validator=v.choice(("log", "shutdown")))
+    give_up: GiveUp = attrs.field(
+        default="log", validator=v.choice(("log", "shutdown"))
+    )
 
 
 v.CALL_NAMES[ServiceOptions] = "start_service"
@@ -225,7 +234,7 @@ async def start_service(
     # queue behind (or starve) the short tasks those limits are for.
     runner.admit(job)
     if not wants_status:
-        return Service._create(task, None, state)  # noqa: SLF001
+        return Service._create(task, None, state)
 
     try:
         with anyio.CancelScope() as waiter:
@@ -240,7 +249,7 @@ async def start_service(
     finally:
         state.waiter = None
     if state.ready:
-        return Service._create(task, state.value, state)  # noqa: SLF001
+        return Service._create(task, state.value, state)
     if task.state is TaskState.FAILED:
         error = task.error
         raise ServiceFailedToStart(

@@ -26,7 +26,7 @@ import time
 import anyio
 
 from ._events import safe_log
-from ._records import ShutdownReport
+from ._records import ShutdownReport, make_report
 from ._runner import Runner
 from ._task import TaskState
 
@@ -97,7 +97,7 @@ async def drain_and_cancel(runner: Runner, timeout: float) -> ShutdownReport:
             if job.record.state is TaskState.CANCELLED
         )
     )
-    return ShutdownReport._create(  # noqa: SLF001 - the records' own factory
+    return make_report(
         completed=completed,
         cancelled=cancelled,
         abandoned=tuple(t for t in cancelled if t.abandoned),

@@ -13,7 +13,7 @@ from ._records import made_here
 if TYPE_CHECKING:
     from ._task import BackgroundTask
 
-__all__ = ["Spawner"]
+__all__ = ["Spawner", "make_spawner"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -80,3 +80,8 @@ class Spawner:
     ) -> str:
         """:meth:`Supervisor.spawn_threadsafe` with these options."""
         return self._spawn_threadsafe(func, args, kwargs, self.task_options)  # type: ignore[no-any-return]
+
+
+def make_spawner(options: TaskOptions, *spawn_functions: Callable[..., Any]) -> Spawner:
+    """A spawner for ``options`` over a supervisor's three spawn functions."""
+    return Spawner._create(options, *spawn_functions)

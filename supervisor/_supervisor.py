@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import math
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
@@ -35,11 +36,11 @@ from ._events import (
     safe_log,
 )
 from ._options import DEFAULT_OPTIONS, Retry, TaskOptions
-from ._records import ShutdownReport, SupervisorStats
+from ._records import ShutdownReport, SupervisorStats, make_report, make_stats
 from ._runner import Runner, discard
 from ._services import GiveUp, Restart, Service
 from ._shutdown import drain_and_cancel
-from ._spawning import Spawner
+from ._spawning import Spawner, make_spawner
 from ._task import BackgroundTask
 from .exceptions import (
     SupervisorClosed,
@@ -182,7 +183,7 @@ class Supervisor:
     # -- listeners -----------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` with every :class:`~supervisor.TaskEvent` from now on.
+        """Call ``listener(event)`` with every :class:`~supervisor.TaskEvent` from now.
 
         For instrumentation (metrics, tracing, tests): the listener is called
         synchronously in the task whose transition it reports, so it must
@@ -287,10 +288,10 @@ class Supervisor:
             timeout = _check_timeout(timeout)
         if self._phase is _Phase.CLOSED:
             await anyio.lowlevel.checkpoint()
-            return self._report or ShutdownReport._create()  # noqa: SLF001
+            return self._report or make_report()
         if self._phase is _Phase.NEW:
             self._phase = _Phase.CLOSED
-            self._report = ShutdownReport._create()  # noqa: SLF001
+            self._report = make_report()
             await anyio.lowlevel.checkpoint()
             return self._report
         if self._phase is _Phase.STARTING:
@@ -420,7 +421,7 @@ class Supervisor:
         task from being cancelled at the shutdown deadline. Bad values raise
         here, at the call that gave them.
         """
-        return Spawner._create(  # noqa: SLF001 - the spawner's own factory
+        return make_spawner(
             TaskOptions(
                 name=name, task_id=task_id, timeout=timeout, retry=retry, shield=shield
             ),
@@ -615,7 +616,7 @@ class Supervisor:
         return task.task_id
 
     def _usable_runner(self, call: str) -> Runner:
-        """The runner, if ``call`` may use it from here; else the error that says why."""
+        """The runner, if ``call`` may use it from here; else the error saying why."""
         if self._phase is _Phase.RUNNING:
             assert self._runner is not None
             if threading.get_ident() != self._loop_thread:
@@ -659,7 +660,7 @@ class Supervisor:
         """Counts by state now, and totals since startup (safe from any thread)."""
         runner = self._runner
         if runner is None:
-            return SupervisorStats._create(0, 0, 0, 0, 0, 0)  # noqa: SLF001
+            return make_stats(0, 0, 0, 0, 0, 0)
         return runner.stats()
 
     async def wait_idle(self) -> None:
@@ -702,11 +703,9 @@ def _check_timeout(timeout: object) -> float:
         raise TypeError(
             f"shutdown(timeout=...) takes a number of seconds or None, got {timeout!r}"
         )
-    if timeout != timeout or timeout < 0:  # NaN or negative
+    if math.isnan(timeout) or timeout < 0:
         raise ValueError(
             f"shutdown(timeout=...) must be >= 0 seconds (0 cancels at once), got "
             f"{timeout!r}"
         )
     return float(timeout)
-
-

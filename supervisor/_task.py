@@ -256,7 +256,7 @@ class Job:
         self.record.state = PENDING
 
     def settle(self, state: TaskState) -> TaskState | None:
-        """Move to the terminal ``state``; the state it left, or None if already ended."""
+        """Move to the terminal ``state``; the state it left, None if it had ended."""
         record = self.record
         previous = record.state
         if previous in TERMINAL:
@@ -299,7 +299,7 @@ class Job:
         return True
 
 
-def new_task(
+def new_task(  # noqa: PLR0917 - positional on the hot path: cheaper
     owner: JobOwner,
     task_id: str,
     name: str,

@@ -229,9 +229,7 @@ def callable_or_none(what: str) -> Validator:
     return check
 
 
-def exception_types(
-    instance: Any, attribute: attrs.Attribute[Any], value: Any
-) -> None:
+def exception_types(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     """An exception class or a non-empty tuple of them."""
     classes = value if isinstance(value, tuple) else (value,)
     if not classes or not all(

@@ -336,7 +336,7 @@ async def test_a_duplicate_live_task_id() -> None:
     ],
 )
 def test_bad_option_types(kwargs: dict[str, Any], error: type[Exception]) -> None:
-    """Options of the wrong type raise TypeError (a bad value ValueError) at options()."""
+    """Wrong types raise TypeError (bad values ValueError) at options()."""
     sup = Supervisor()
     with pytest.raises(error) as info:
         sup.options(**kwargs)

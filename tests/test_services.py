@@ -759,7 +759,8 @@ async def _agen() -> Any:
         pytest.param(
             lambda s: s.start_service(_ok_service, restart="always"),
             ValueError,
-            r"start_service\(restart=\.\.\.\) must be one of 'permanent', 'transient', 'temporary'",
+            r"start_service\(restart=\.\.\.\) must be one of 'permanent', "
+            "'transient', 'temporary'",
             id="restart",
         ),
         pytest.param(
