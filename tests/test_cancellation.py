@@ -11,10 +11,10 @@ from supervisor import Supervisor, TaskState
 
 
 async def test_native_asyncio_cancel_is_recorded_and_still_propagates(
-    anyio_backend: str,
+    anyio_backend_name: str,
 ) -> None:
     """An asyncio Task cancelled by someone else ends CANCELLED and stays cancelled."""
-    if anyio_backend != "asyncio":
+    if anyio_backend_name != "asyncio":
         pytest.skip("asyncio.Task.cancel() exists only on asyncio; see the trio case")
     natives: list[asyncio.Task[object]] = []
 

@@ -168,7 +168,9 @@ async def test_events_after_the_last_capture_are_not_recorded() -> None:
     assert events == []
 
 
-def test_capture_is_sync_and_works_without_a_loop(anyio_backend: str) -> None:
+def test_capture_is_sync_and_works_without_a_loop(
+    anyio_backend_name: str, anyio_backend_options: dict[str, Any]
+) -> None:
     """The context manager needs no event loop: events come from anyio.run inside."""
 
     async def main() -> str:
@@ -177,5 +179,7 @@ def test_capture_is_sync_and_works_without_a_loop(anyio_backend: str) -> None:
             return str(task.task_id)
 
     with capture_events() as events:
-        task_id = anyio.run(main, backend=anyio_backend)
+        task_id = anyio.run(
+            main, backend=anyio_backend_name, backend_options=anyio_backend_options
+        )
     assert names(events, task_id) == ["task:started", "task:succeeded"]
