@@ -192,17 +192,18 @@ def test_subprocess_groups_failures_for_a_person(
     out = proc.stdout
     blocks = out.split("\n\n")
     assert blocks[0].splitlines()[:3] == [
-        "send_email  ConnectionError  x3",
+        "send_email  ConnectionError  x3 (3 tasks)  supervisor app",
         f"  first seen  {email[0]['timestamp']}   last seen  {email[-1]['timestamp']}",
-        "  example task  t-3      requests  r-1, r-2",
+        # Request ids in the order first seen: t-1 ran for r-2.
+        "  example task  t-3      requests  r-2, r-1",
     ]
     assert "  last traceback:" in blocks[0]
     # Most frequent group first; then the most recent.
     headers = [line for line in out.splitlines() if line and not line[0].isspace()]
     assert headers[:3] == [
-        "send_email  ConnectionError  x3",
-        "sync_cache  RuntimeError  x1",
-        "report  ValueError  x1",
+        "send_email  ConnectionError  x3 (3 tasks)  supervisor app",
+        "sync_cache  RuntimeError  x1 (1 task)  supervisor app",
+        "report  ValueError  x1 (1 task)  supervisor app",
     ]
     assert "  example task  t-6      requests  -\n  last error: gave up" in out
     assert _python_traceback(exceptions["chained"]) in "\n".join(
@@ -225,7 +226,7 @@ def test_subprocess_reads_stdin(log_file: Path) -> None:
     """With no FILE the command reads standard input."""
     proc = _run(stdin=log_file.read_bytes())
     assert proc.returncode == 1, proc.stderr
-    assert "send_email  ConnectionError  x3" in proc.stdout
+    assert "send_email  ConnectionError  x3 (3 tasks)" in proc.stdout
 
 
 # -- in process, through main(argv) -----------------------------------------
@@ -269,7 +270,9 @@ def test_json_output_keys_and_values(
     assert send["first_seen"] == email[0]["timestamp"]
     assert send["last_seen"] == email[-1]["timestamp"]
     assert send["example_task_id"] == "t-3"
-    assert send["request_ids"] == ["r-1", "r-2"]
+    assert send["request_ids"] == ["r-2", "r-1"]  # by time first seen
+    assert (send["tasks"], send["tasks_truncated"]) == (3, False)
+    assert send["supervisors"] == ["app"]
     assert send["last_error"] == "SMTP server unreachable"
     report = groups["report", "ValueError"]
     assert report["request_ids"] == []
@@ -337,7 +340,9 @@ def test_since_accepts_iso_times_and_durations(
         captured = capsys.readouterr()
         assert ("report", "ValueError") not in _json_groups(captured.out), since
         assert len(_json_groups(captured.out)) == 2
-        assert "4 failures in 2 groups (1 more filtered out" in captured.err
+        assert "4 failures in 2 groups (1 more failure filtered out by --since)" in (
+            captured.err
+        )
 
     assert main(["failures", "--json", "--since", "4d", str(old)]) == 1
     assert len(_json_groups(capsys.readouterr().out)) == 3
@@ -375,7 +380,9 @@ def test_task_filter(log_file: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["failures", "--json", "--task", "report", str(log_file)]) == 1
     captured = capsys.readouterr()
     assert list(_json_groups(captured.out)) == [("report", "ValueError")]
-    assert "1 failure in 1 group (4 more filtered out" in captured.err
+    assert "1 failure in 1 group (4 more failures filtered out by --task)" in (
+        captured.err
+    )
 
     argv = ["failures", "--json", "--task", "report", "--task", "sync_cache"]
     assert main([*argv, str(log_file)]) == 1
@@ -457,7 +464,7 @@ def _write(path: Path, data: bytes) -> Path:
     ("make", "reason"),
     [
         (lambda tmp: tmp / "missing.log", "No such file or directory"),
-        (lambda tmp: tmp, "Is a directory"),
+        (lambda tmp: tmp, "it is a directory; pass the log files in it instead"),
         (
             lambda tmp: _write(tmp / "cut.gz", gzip.compress(b"{}\n" * 1000)[:40]),
             "truncated or corrupt",
@@ -510,7 +517,7 @@ def test_request_ids_are_capped(
     scanner.feed(lines)
     group = scanner.result.groups["t", "E"]
     assert group.count == 5
-    assert group.request_ids == {"r-0", "r-1"}
+    assert group.ordered_request_ids() == ["r-0", "r-1"]
     assert group.request_ids_truncated
     assert "r-0, r-1, ... (0+ more)" in _failures_cli.format_group(group)
 
