@@ -133,8 +133,9 @@ def _clipped(value: object, limit: int = MAX_TEXT) -> str | None:
 class _Budget:
     """What is left of the caps shared by all groups of one scan."""
 
-    task_ids: int = MAX_TASK_IDS
-    request_ids: int = MAX_ALL_REQUEST_IDS
+    # Factories, so that the caps are read when a scan starts.
+    task_ids: int = attrs.field(factory=lambda: MAX_TASK_IDS)
+    request_ids: int = attrs.field(factory=lambda: MAX_ALL_REQUEST_IDS)
 
 
 @attrs.define(eq=False)

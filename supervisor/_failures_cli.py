@@ -42,8 +42,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from . import _failures
 from ._failures import (
-    MAX_GROUPS,
     Group,
     ReadError,
     ScanResult,
@@ -241,7 +241,7 @@ def summary(result: ScanResult) -> str:
     if result.ungrouped:
         text += (
             f"; {result.ungrouped:,} of them in groups past the first "
-            f"{MAX_GROUPS:,}, not shown (too many distinct task name and error "
+            f"{_failures.MAX_GROUPS:,}, not shown (too many distinct task name and error "
             "type pairs)"
         )
     if result.repeats:
