@@ -40,7 +40,10 @@ __all__ = ["FIFO_WAIT", "ReadError", "cannot_read", "check_source", "open_source
 # but quiet is waited for without limit, like any live stream.
 FIFO_WAIT = 10.0
 
-_GZIP_MAGIC = b"\x1f\x8b"
+# The gzip magic and deflate, the one method gzip defines (RFC 1952): three
+# bytes, so that a plain log that merely starts with the two magic bytes is
+# not mistaken for a corrupt gzip.
+_GZIP_MAGIC = b"\x1f\x8b\x08"
 # Read buffers.  A C-level buffer in front of GzipFile turns its per-line
 # Python call into a per-64-KiB one: a quarter faster on gzip logs, and a
 # line too long to keep is skipped at the speed of decompression.
@@ -126,7 +129,7 @@ def open_source(name: str) -> Iterator[IO[bytes]]:
             # Only buffered readers can look ahead at the magic bytes
             # without consuming them; wrap anything else (tests' BytesIO).
             stream = io.BufferedReader(cast(Any, stream))
-        head = cast(io.BufferedReader, stream).peek(2)[:2]
+        head = cast(io.BufferedReader, stream).peek(3)[:3]
         if head == _GZIP_MAGIC:
             unzipped = gzip.GzipFile(fileobj=stream, mode="rb")
             stream = stack.enter_context(
