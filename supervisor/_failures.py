@@ -468,7 +468,9 @@ class Scanner:
             if len(result.groups) >= MAX_GROUPS:
                 result.ungrouped += 1
                 return
-            group = result.groups[key] = Group(task_name, error_type, budget=self._budget)
+            group = result.groups[key] = Group(
+                task_name, error_type, budget=self._budget
+            )
         if group.add(
             when,
             shown,
@@ -488,8 +490,14 @@ def _deeper_than(value: object, limit: int) -> bool:
         item, depth = stack.pop()
         if depth > limit:
             return True
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:  # type: ignore[attr-defined]
+        children: Iterable[object]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        for child in children:
             if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
     return False
@@ -499,7 +507,9 @@ def _is_failure(record: dict[str, Any]) -> bool:
     if record.get("event") != _FAILED_EVENT:
         return False  # another event that merely mentions failures
     level = record.get("level")
-    return level is None or (isinstance(level, str) and level.lower() in _FAILURE_LEVELS)
+    return level is None or (
+        isinstance(level, str) and level.lower() in _FAILURE_LEVELS
+    )
 
 
 def _timestamp(value: object) -> tuple[datetime | None, str | None]:

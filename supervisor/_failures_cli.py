@@ -145,7 +145,11 @@ class _VersionAction(argparse.Action):
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         kwargs.setdefault("help", "print the version and exit")
         super().__init__(
-            option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            **kwargs,
         )
 
     def __call__(
@@ -241,8 +245,8 @@ def summary(result: ScanResult) -> str:
     if result.ungrouped:
         text += (
             f"; {result.ungrouped:,} of them in groups past the first "
-            f"{_failures.MAX_GROUPS:,}, not shown (too many distinct task name and error "
-            "type pairs)"
+            f"{_failures.MAX_GROUPS:,}, not shown (too many distinct task name "
+            "and error type pairs)"
         )
     if result.repeats:
         verb = "repeats" if result.repeats == 1 else "repeat"

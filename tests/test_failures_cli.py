@@ -669,13 +669,17 @@ def _failure_line(**fields: Any) -> str:
 def test_the_same_log_twice_counts_lines_and_distinct_tasks(
     log_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Given twice, a log doubles ``count`` but not ``tasks``, and the summary says why."""
+    """A log given twice doubles ``count``, not ``tasks``; the summary says why."""
     assert main(["failures", str(log_file), str(log_file)]) == 1
     out = capsys.readouterr().out
     assert "send_email  ConnectionError  x6 (3 tasks)  supervisor app" in out
-    assert out.rstrip().splitlines()[-1].startswith(
-        "10 failures in 3 groups; 5 failure lines repeat a task id already "
-        "counted (a log given twice, or overlapping files?)"
+    assert (
+        out.rstrip()
+        .splitlines()[-1]
+        .startswith(
+            "10 failures in 3 groups; 5 failure lines repeat a task id already "
+            "counted (a log given twice, or overlapping files?)"
+        )
     )
 
     assert main(["failures", "--json", str(log_file), str(log_file)]) == 1
@@ -689,14 +693,22 @@ def test_request_ids_sorted_by_time_first_seen(
     """Request ids come in the order first seen in time, whatever the file order."""
     newer, older = tmp_path / "app.log", tmp_path / "app.log.1"
     newer.write_text(
-        _failure_line(task_id="t-3", request_id="zulu", timestamp="2026-11-27T10:03:00Z")
-        + _failure_line(task_id="t-4", request_id="alpha", timestamp="2026-11-27T10:04:00Z")
+        _failure_line(
+            task_id="t-3", request_id="zulu", timestamp="2026-11-27T10:03:00Z"
+        )
+        + _failure_line(
+            task_id="t-4", request_id="alpha", timestamp="2026-11-27T10:04:00Z"
+        )
         + _failure_line(task_id="t-5", request_id="mike"),  # no time: last
         encoding="utf-8",
     )
     older.write_text(
-        _failure_line(task_id="t-1", request_id="alpha", timestamp="2026-11-27T10:01:00Z")
-        + _failure_line(task_id="t-2", request_id="kilo", timestamp="2026-11-27T10:02:00Z"),
+        _failure_line(
+            task_id="t-1", request_id="alpha", timestamp="2026-11-27T10:01:00Z"
+        )
+        + _failure_line(
+            task_id="t-2", request_id="kilo", timestamp="2026-11-27T10:02:00Z"
+        ),
         encoding="utf-8",
     )
     assert main(["failures", "--json", str(newer), str(older)]) == 1
@@ -736,12 +748,17 @@ def test_filtered_out_counts_failures_and_names_the_filter(
     log_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The summary says what was filtered out (failures) and by which option."""
-    assert main(["failures", "--task", "sync_cache", "--since", "1h", str(log_file)]) == 1
+    assert (
+        main(["failures", "--task", "sync_cache", "--since", "1h", str(log_file)]) == 1
+    )
     last = capsys.readouterr().out.rstrip().splitlines()[-1]
     assert last.startswith(
         "1 failure in 1 group (4 more failures filtered out by --since/--task)"
     )
-    assert main(["failures", "--task", "report", "--task", "sync_cache", str(log_file)]) == 1
+    assert (
+        main(["failures", "--task", "report", "--task", "sync_cache", str(log_file)])
+        == 1
+    )
     assert "(3 more failures filtered out by --task)" in capsys.readouterr().out
 
 
@@ -764,7 +781,9 @@ def test_version(argv: list[str]) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"nursery-supervisor {metadata.version('nursery-supervisor')}\n"
+    assert (
+        proc.stdout == f"nursery-supervisor {metadata.version('nursery-supervisor')}\n"
+    )
 
 
 def test_version_when_not_installed(
@@ -778,12 +797,20 @@ def test_version_when_not_installed(
 
     monkeypatch.setattr(metadata, "version", missing)
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.startswith("nursery-supervisor (unknown: not installed")
+    assert capsys.readouterr().out.startswith(
+        "nursery-supervisor (unknown: not installed"
+    )
 
 
 # The command's own modules: whatever they import must be the standard
 # library, attrs, or each other, so that reading logs never loads the runtime.
-_COMMAND_MODULES = ("__main__", "_failures", "_failures_cli", "_failures_io", "_tracebacks")
+_COMMAND_MODULES = (
+    "__main__",
+    "_failures",
+    "_failures_cli",
+    "_failures_io",
+    "_tracebacks",
+)
 _RUNTIME = ("anyio", "structlog", "trio", "sniffio", "supervisor._supervisor")
 
 
@@ -860,7 +887,7 @@ def _lazy_package() -> bool:
 )
 @pytest.mark.parametrize("argv", [["failures", "-"], ["--version"]])
 def test_the_command_does_not_import_the_runtime(argv: list[str]) -> None:
-    """``python -m supervisor failures`` loads no anyio, structlog or supervisor core."""
+    """``python -m supervisor failures`` loads no anyio, structlog or core module."""
     loaded = _imported_by(*argv)
     assert "supervisor._failures_cli" in loaded
     assert sorted(loaded & set(_RUNTIME)) == []

@@ -37,7 +37,9 @@ _FUZZ = settings(
 _nasty_text = st.text(
     alphabet=st.one_of(
         st.characters(codec="utf-8"),
-        st.sampled_from(["\x1b", "\x9b", "\x07", "\r", "\n", "\x00", "\u202e", '"', "\\"]),
+        st.sampled_from(
+            ["\x1b", "\x9b", "\x07", "\r", "\n", "\x00", "\u202e", '"', "\\"]
+        ),
     ),
     max_size=40,
 )
@@ -54,7 +56,14 @@ _value = st.one_of(
 def _failure_line(draw: st.DrawFn) -> bytes:
     """A well-formed failure record with hostile field values."""
     record: dict[str, Any] = {"event": "task:failed", "level": "error"}
-    for key in ("task_name", "task_id", "error_type", "error", "request_id", "supervisor"):
+    for key in (
+        "task_name",
+        "task_id",
+        "error_type",
+        "error",
+        "request_id",
+        "supervisor",
+    ):
         if draw(st.booleans()):
             record[key] = draw(_value)
     if draw(st.booleans()):
@@ -65,7 +74,9 @@ def _failure_line(draw: st.DrawFn) -> bytes:
                 _nasty_text,
                 st.lists(
                     st.dictionaries(
-                        st.sampled_from(["exc_type", "exc_value", "frames", "is_group"]),
+                        st.sampled_from(
+                            ["exc_type", "exc_value", "frames", "is_group"]
+                        ),
                         _value,
                     ),
                     max_size=2,
@@ -84,7 +95,10 @@ def _log(draw: st.DrawFn) -> tuple[bytes, int]:
     """Byte soup with some failures mixed in, and how many failures it holds."""
     parts = draw(
         st.lists(
-            st.one_of(_soup_line.map(lambda b: (b, False)), _failure_line().map(lambda b: (b, True))),
+            st.one_of(
+                _soup_line.map(lambda b: (b, False)),
+                _failure_line().map(lambda b: (b, True)),
+            ),
             max_size=20,
         )
     )

@@ -81,7 +81,9 @@ def _command(*args: str, stdin: bytes | None = None, **env: str) -> Any:
 
 def assert_terminal_safe(output: bytes) -> str:
     """*output* holds no byte or character that a terminal would act on."""
-    raw = [byte for byte in output if (byte < 0x20 and byte not in b"\t\n") or byte == 0x7F]
+    raw = [
+        byte for byte in output if (byte < 0x20 and byte not in b"\t\n") or byte == 0x7F
+    ]
     assert raw == [], f"raw control bytes reach the terminal: {raw!r}"
     text = output.decode("utf-8")  # strict: a lone C1 byte would fail here
     found = _FORBIDDEN.findall(text)
@@ -129,7 +131,9 @@ def _hostile_records(payload: str) -> list[dict[str, Any]]:
         _failure(task_name="c", supervisor=payload),
         _failure(task_name="d", error=payload),  # no traceback: the error shows
         _failure(task_name="e", timestamp=payload),
-        _failure(task_name="f", exception=f"Traceback:\n  {payload}\nValueError: {payload}"),
+        _failure(
+            task_name="f", exception=f"Traceback:\n  {payload}\nValueError: {payload}"
+        ),
         _failure(task_name="g", exception=structured),
         _failure(task_name="h", error_type=None, exception=structured),
     ]
@@ -220,9 +224,18 @@ def test_visible_escapes_every_control_and_keeps_text() -> None:
 def test_a_traceback_cannot_forge_report_lines() -> None:
     """Traceback lines stay indented; separators inside them do not break lines."""
     group = _failures.Group("t", "E")
-    line = json.dumps(_failure(exception=f"Traceback\n{ATTACK}\x0cFAKE\x1cFAKE")).encode()
-    group.add(None, None, task_id="t", request_id=None, supervisor=None, error=None,
-              has_traceback=True)
+    line = json.dumps(
+        _failure(exception=f"Traceback\n{ATTACK}\x0cFAKE\x1cFAKE")
+    ).encode()
+    group.add(
+        None,
+        None,
+        task_id="t",
+        request_id=None,
+        supervisor=None,
+        error=None,
+        has_traceback=True,
+    )
     group.set_example(line, json.loads(line)["exception"])
     text = format_group(group)
     assert_terminal_safe(text.encode())
@@ -343,10 +356,14 @@ def test_deep_nesting_is_counted_bad_never_recursion(tmp_path: Path) -> None:
     lines = [
         # Deeper than json can decode at all.
         b'{"event": "task:failed", "level": "error", "exception": '
-        + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}\n",
         # Decodable, but deeper than MAX_DEPTH: refused before any recursion.
         b'{"event": "task:failed", "level": "error", "task_name": '
-        + b"[" * 500 + b"]" * 500 + b"}\n",
+        + b"[" * 500
+        + b"]" * 500
+        + b"}\n",
         b'{"event": "task:failed", "level": ' + b"[" * 900 + b"]" * 900 + b"}\n",
         # Not failures: an array too deep to decode, one that decodes.
         b"[" * 100_000 + b"\n",
@@ -377,7 +394,9 @@ def test_render_traceback_survives_any_depth() -> None:
     assert render_traceback([deep]) == "(a traceback nested too deeply to render)"
 
 
-def test_invalid_utf8_and_nul_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_utf8_and_nul_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Invalid UTF-8 and NUL bytes are counted bad; escaped NULs are shown escaped."""
     good = _line(_failure(task_name="nul\u0000name", error="x\ud800y"))
     lines = [
@@ -479,7 +498,13 @@ def test_process_substitution(tmp_path: Path) -> None:
     log = tmp_path / "app.log.gz"
     log.write_bytes(gzip.compress(_line(_failure()) * 2))
     proc = subprocess.run(
-        ["bash", "-c", f'"$0" -m supervisor failures <(zcat "$1")', sys.executable, log],
+        [
+            "bash",
+            "-c",
+            '"$0" -m supervisor failures <(zcat "$1")',
+            sys.executable,
+            log,
+        ],
         capture_output=True,
         env=_env(),
         timeout=60,
@@ -489,7 +514,9 @@ def test_process_substitution(tmp_path: Path) -> None:
     assert b"x2 (1 task)" in proc.stdout
 
 
-def test_directory_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_directory_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A directory is exit 2 with what to pass instead, before any scanning."""
     log = tmp_path / "app.log"
     log.write_bytes(_line(_failure()))
@@ -505,7 +532,7 @@ def test_directory_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_distinct_groups_are_capped_and_reported(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """Past MAX_GROUPS, failures are counted but not grouped, and the summary says so."""
+    """Past MAX_GROUPS, failures are counted, not grouped; the summary says so."""
     monkeypatch.setattr(_failures, "MAX_GROUPS", 50)
     path = tmp_path / "many.log"
     path.write_bytes(b"".join(_line(_failure(task_name=f"t{n}")) for n in range(80)))
