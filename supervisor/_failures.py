@@ -38,13 +38,14 @@ loads anyway.
 from __future__ import annotations
 
 import json
+import json.scanner
 import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import attrs
 
@@ -103,6 +104,10 @@ MAX_TASK_IDS = 200_000
 
 # The bytes a JSON text can start with (RFC 8259, plus a UTF-8 BOM's first).
 _JSON_STARTS = frozenset(b'{["-0123456789tfn\xef')
+# json's C scanner, called directly: json.loads(bytes) spends a quarter of
+# its time sniffing the encoding and in two layers of Python around it.
+_scan_once = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
+_BOM = b"\xef\xbb\xbf"
 _BAD = object()  # a line without a JSON value (None is JSON's null)
 _MIN_TIME = datetime.min.replace(tzinfo=UTC)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -125,6 +130,9 @@ def clip(text: str, limit: int) -> str:
 
 
 def _clipped(value: object, limit: int = MAX_TEXT) -> str | None:
+    """A logged value as text (see ``as_text``), cut to *limit* characters."""
+    if value.__class__ is str and len(value) <= limit:
+        return value  # the common case, first
     text = as_text(value)
     return None if text is None else clip(text, limit)
 
@@ -413,7 +421,7 @@ class Scanner:
     def _decode(self, line: bytes) -> object:
         """The line's JSON value; ``_BAD``, counted as skipped, when it has none."""
         try:
-            return json.loads(line)
+            return _loads(line)
         except UnicodeDecodeError:
             reason = NOT_UTF8
         except ValueError:
@@ -481,6 +489,26 @@ class Scanner:
             has_traceback=exception is not None,
         ):
             group.set_example(line, exception)
+
+
+def _loads(line: bytes) -> object:
+    """``json.loads`` for one UTF-8 log line, faster.
+
+    Raises:
+        UnicodeDecodeError: not UTF-8.
+        ValueError: not one JSON value.
+        RecursionError: nested too deeply for the decoder.
+    """
+    if line[:3] == _BOM:
+        line = line[3:]
+    text = line.decode("utf-8", "surrogatepass").strip(" \t\n\r")
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        raise ValueError("no JSON value") from None
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return value
 
 
 def _deeper_than(value: object, limit: int) -> bool:

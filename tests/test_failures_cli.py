@@ -434,7 +434,7 @@ def test_bad_lines_are_counted_never_fatal(
 
     out = capsys.readouterr().out.strip()
     assert out.startswith("no failures found in 6 lines; 5 lines skipped ")
-    assert "(3 not JSON, 2 not an object)" in out
+    assert "(2 not JSON, 2 not an object, 1 not UTF-8)" in out
     assert "configure_logging" in out  # says what a readable log looks like
 
 

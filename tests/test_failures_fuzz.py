@@ -152,3 +152,36 @@ def test_the_command_exits_0_or_1_and_writes_inert_text(
         assert stdout.getvalue().isascii()
         groups = [json.loads(line) for line in stdout.getvalue().splitlines()]
         assert sum(group["count"] for group in groups) == failures
+
+
+_json_like = st.one_of(
+    st.binary(max_size=60),
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | _nasty_text,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(_nasty_text, inner, max_size=3)
+        ),
+        max_leaves=8,
+    ).map(lambda value: json.dumps(value).encode("utf-8", "surrogatepass")),
+)
+
+
+@_FUZZ
+@given(data=_json_like, pad=st.sampled_from([b"", b" ", b"\n", b"\r\n", b"\t "]))
+def test_fast_decoder_agrees_with_json_loads(data: bytes, pad: bytes) -> None:
+    """The scanner's own decoder accepts exactly what json.loads does, for UTF-8."""
+    line = pad + data + pad
+    try:
+        line.decode("utf-8")
+        expected: object = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        expected = type(exc)
+    try:
+        got: object = _failures._loads(line)
+    except (ValueError, RecursionError) as exc:
+        got = type(exc)
+    if isinstance(expected, type):
+        assert isinstance(got, type), (line, got)
+    else:
+        assert repr(got) == repr(expected)
