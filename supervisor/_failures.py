@@ -22,15 +22,12 @@ limit that was hit is reported:
   before anything recurses into it;
 - at most :data:`MAX_GROUPS` groups; failures of further groups are counted
   but not grouped;
-- names, ids and timestamps are cut at :data:`MAX_TEXT` characters, error
-  messages at :data:`MAX_ERROR`, tracebacks at :data:`MAX_TRACEBACK`;
-- per group at most :data:`MAX_REQUEST_IDS` request ids and
-  :data:`MAX_SUPERVISORS` supervisor names, and across all groups at most
-  :data:`MAX_TASK_IDS` task ids (for counting distinct tasks) and
-  :data:`MAX_ALL_REQUEST_IDS` request ids.
+- what each group keeps (names, ids, the example traceback) is capped in
+  :mod:`supervisor._failures_groups`.
 
-It imports nothing from the package but :mod:`supervisor._tracebacks` and
-:mod:`supervisor._failures_io`, and nothing outside the standard library
+It imports nothing from the package but :mod:`supervisor._tracebacks`,
+:mod:`supervisor._failures_groups` and :mod:`supervisor._failures_io`, and
+nothing outside the standard library
 but attrs, so reading logs needs no more than ``python -m supervisor``
 loads anyway.
 """
@@ -49,8 +46,17 @@ from typing import IO, Any, cast
 
 import attrs
 
+from ._failures_groups import (
+    MAX_ERROR,
+    MAX_TEXT,
+    MIN_TIME,
+    Budget,
+    Group,
+    clip,
+    clipped,
+)
 from ._failures_io import ReadError, cannot_read, open_source
-from ._tracebacks import as_text, error_type_from, render_traceback
+from ._tracebacks import error_type_from
 
 __all__ = [
     "Group",
@@ -85,22 +91,6 @@ MAX_LINE = 1 << 20
 MAX_DEPTH = 200
 # Distinct (task name, error type) groups kept.  A service has tens.
 MAX_GROUPS = 1000
-# Names, ids, error types and timestamps are cut to this many characters.
-MAX_TEXT = 256
-MAX_ERROR = 4096
-# A traceback is kept as its raw log line while the line is at most this
-# long (re-decoded when printed), else rendered at once and cut.
-_KEEP_LINE = 32 * 1024
-MAX_TRACEBACK = 32 * 1024
-# Distinct request ids listed per group.  The ids are the one per-group
-# datum that grows with the log, and past a few hundred they stop helping a
-# person anyway; the caps keep memory flat on logs of any size.
-MAX_REQUEST_IDS = 1000
-MAX_ALL_REQUEST_IDS = 20_000
-MAX_SUPERVISORS = 16
-# Task ids remembered (as hashes) to count distinct tasks, across groups:
-# about 60 bytes each.
-MAX_TASK_IDS = 200_000
 
 # The bytes a JSON text can start with (RFC 8259, plus a UTF-8 BOM's first).
 _JSON_STARTS = frozenset(b'{["-0123456789tfn\xef')
@@ -109,7 +99,6 @@ _JSON_STARTS = frozenset(b'{["-0123456789tfn\xef')
 _scan_once = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
 _BOM = b"\xef\xbb\xbf"
 _BAD = object()  # a line without a JSON value (None is JSON's null)
-_MIN_TIME = datetime.min.replace(tzinfo=UTC)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATIONS = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -120,192 +109,6 @@ def too_long() -> str:
     size = MAX_LINE
     shown = f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size:,} bytes"
     return f"longer than {shown}"
-
-
-def clip(text: str, limit: int) -> str:
-    """*text* cut to *limit* characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... [{len(text) - limit:,} more characters]"
-
-
-def _clipped(value: object, limit: int = MAX_TEXT) -> str | None:
-    """A logged value as text (see ``as_text``), cut to *limit* characters."""
-    if value.__class__ is str and len(value) <= limit:
-        return value  # the common case, first
-    text = as_text(value)
-    return None if text is None else clip(text, limit)
-
-
-@attrs.define(eq=False)
-class _Budget:
-    """What is left of the caps shared by all groups of one scan."""
-
-    # Factories, so that the caps are read when a scan starts.
-    task_ids: int = attrs.field(factory=lambda: MAX_TASK_IDS)
-    request_ids: int = attrs.field(factory=lambda: MAX_ALL_REQUEST_IDS)
-
-
-@attrs.define(eq=False)
-class Group:
-    """What is remembered about one (task name, error type) pair.
-
-    Only aggregates live here, so a log of any length costs one of these per
-    distinct pair.  ``example_task_id``, ``last_error`` and the traceback
-    all come from the same failure, the most recent one that has a
-    traceback (or the most recent one, if none has), so the example task id
-    and the traceback shown next to it describe the same run.
-
-    ``count`` is failure lines; ``tasks`` is distinct task ids among them.
-    The two differ when one task's failure is read twice (the same log
-    given twice, overlapping rotated files), and ``repeats`` says by how
-    many lines.
-    """
-
-    task_name: str
-    error_type: str
-    count: int = 0
-    tasks: int = 0
-    tasks_truncated: bool = False
-    repeats: int = 0
-    first_seen: str | None = None
-    last_seen: str | None = None
-    example_task_id: str | None = None
-    last_error: str | None = None
-    # Request id -> the earliest time it was seen (None: no timestamp).
-    request_ids: dict[str, datetime | None] = attrs.field(factory=dict)
-    request_ids_truncated: bool = False
-    supervisors: dict[str, None] = attrs.field(factory=dict)
-    supervisors_truncated: bool = False
-    _budget: _Budget = attrs.field(factory=_Budget, repr=False)
-    _task_ids: set[int] = attrs.field(factory=set, init=False, repr=False)
-    # The example's raw log line (re-decoded when printed) or, for a line
-    # too long to keep, its traceback rendered at once.
-    _example: bytes | str | None = attrs.field(default=None, init=False, repr=False)
-    _first_time: datetime | None = attrs.field(default=None, init=False, repr=False)
-    _last_time: datetime | None = attrs.field(default=None, init=False, repr=False)
-    _example_rank: tuple[bool, datetime] | None = attrs.field(
-        default=None, init=False, repr=False
-    )
-
-    @property
-    def last_time(self) -> datetime | None:
-        """The latest timestamp seen, for ordering groups."""
-        return self._last_time
-
-    def add(
-        self,
-        when: datetime | None,
-        shown: str | None,
-        *,
-        task_id: str | None,
-        request_id: str | None,
-        supervisor: str | None,
-        error: str | None,
-        has_traceback: bool,
-    ) -> bool:
-        """Fold one failure into the aggregate.
-
-        Returns True when this failure is now the group's example, whose
-        traceback the caller then hands to :meth:`set_example`.
-        """
-        self.count += 1
-        if when is not None:
-            if self._first_time is None or when < self._first_time:
-                self._first_time = when
-                self.first_seen = shown
-            # >= so that, at equal times, the later line in the input wins.
-            if self._last_time is None or when >= self._last_time:
-                self._last_time = when
-                self.last_seen = shown
-        if task_id is not None:
-            self._count_task(task_id)
-        if request_id is not None:
-            self._add_request_id(request_id, when)
-        if supervisor is not None and supervisor not in self.supervisors:
-            if len(self.supervisors) < MAX_SUPERVISORS:
-                self.supervisors[supervisor] = None
-            else:
-                self.supervisors_truncated = True
-        rank = (has_traceback, when or _MIN_TIME)
-        if self._example_rank is None or rank >= self._example_rank:
-            self._example_rank = rank
-            self.example_task_id = task_id
-            self.last_error = error
-            self._example = None
-            return True
-        return False
-
-    def _count_task(self, task_id: str) -> None:
-        # A hash is a fixed 60-odd bytes whatever the id's length; a
-        # collision among the ids of one scan is a one in 10**9 event.
-        key = hash(task_id)
-        if key in self._task_ids:
-            self.repeats += 1
-        elif self._budget.task_ids > 0:
-            self._budget.task_ids -= 1
-            self._task_ids.add(key)
-            self.tasks += 1
-        else:
-            self.tasks_truncated = True
-
-    def _add_request_id(self, request_id: str, when: datetime | None) -> None:
-        ids = self.request_ids
-        if request_id in ids:
-            seen = ids[request_id]
-            if when is not None and (seen is None or when < seen):
-                ids[request_id] = when
-        elif len(ids) < MAX_REQUEST_IDS and self._budget.request_ids > 0:
-            self._budget.request_ids -= 1
-            ids[request_id] = when
-        else:
-            self.request_ids_truncated = True
-
-    def set_example(self, line: bytes, exception: object) -> None:
-        """Keep the example failure's traceback, from its log *line*."""
-        if exception is None:
-            self._example = None
-        elif len(line) <= _KEEP_LINE:
-            self._example = line  # a reference, not a copy: free to keep
-        else:
-            self._example = render_traceback(exception) or ""
-
-    def ordered_request_ids(self) -> list[str]:
-        """Request ids by the time first seen (ids without a time last)."""
-        ids = self.request_ids
-        # sorted() is stable: ties, and ids without a time, keep input order.
-        return sorted(ids, key=lambda rid: (ids[rid] is None, ids[rid] or _MIN_TIME))
-
-    @property
-    def last_traceback(self) -> str | None:
-        """The example failure's traceback as Python would print it."""
-        example = self._example
-        if isinstance(example, bytes):
-            try:
-                record = json.loads(example)
-            except (ValueError, RecursionError):  # checked when read; be safe
-                return None
-            example = render_traceback(record.get("exception"))
-        return clip(example, MAX_TRACEBACK) if example else None
-
-    def as_json(self) -> dict[str, Any]:
-        """The machine-readable form written by ``--json``."""
-        return {
-            "task_name": self.task_name,
-            "error_type": self.error_type,
-            "supervisors": list(self.supervisors),
-            "supervisors_truncated": self.supervisors_truncated,
-            "count": self.count,
-            "tasks": self.tasks,
-            "tasks_truncated": self.tasks_truncated,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "example_task_id": self.example_task_id,
-            "request_ids": self.ordered_request_ids(),
-            "request_ids_truncated": self.request_ids_truncated,
-            "last_error": self.last_error,
-            "last_traceback": self.last_traceback,
-        }
 
 
 @attrs.define(eq=False)
@@ -329,7 +132,7 @@ class ScanResult:
     def sorted_groups(self) -> list[Group]:
         """Groups by count, most first, then by most recent failure."""
         groups = sorted(self.groups.values(), key=lambda g: (g.task_name, g.error_type))
-        groups.sort(key=lambda g: g.last_time or _MIN_TIME, reverse=True)
+        groups.sort(key=lambda g: g.last_time or MIN_TIME, reverse=True)
         groups.sort(key=lambda g: g.count, reverse=True)
         return groups
 
@@ -357,7 +160,7 @@ class Scanner:
         self.tasks = frozenset(tasks) if tasks is not None else None
         filters = ("--since",) * (since is not None) + ("--task",) * (tasks is not None)
         self.result = ScanResult(filters=filters)
-        self._budget = _Budget()
+        self._budget = Budget()
 
     def feed_stream(self, stream: IO[bytes]) -> None:
         """Consume a binary stream, never holding more than a line's cap of it."""
@@ -451,11 +254,11 @@ class Scanner:
         result = self.result
         exception = record.get("exception")
         task_name = (
-            _clipped(record.get("task_name")) or _clipped(record.get("name")) or "?"
+            clipped(record.get("task_name")) or clipped(record.get("name")) or "?"
         )
         error_type = (
-            _clipped(record.get("error_type"))
-            or _clipped(error_type_from(exception))
+            clipped(record.get("error_type"))
+            or clipped(error_type_from(exception))
             or "?"
         )
         if self.tasks is not None and task_name not in self.tasks:
@@ -482,10 +285,10 @@ class Scanner:
         if group.add(
             when,
             shown,
-            task_id=_clipped(record.get("task_id")),
-            request_id=_clipped(record.get("request_id")),
-            supervisor=_clipped(record.get("supervisor")),
-            error=_clipped(record.get("error"), MAX_ERROR),
+            task_id=clipped(record.get("task_id")),
+            request_id=clipped(record.get("request_id")),
+            supervisor=clipped(record.get("supervisor")),
+            error=clipped(record.get("error"), MAX_ERROR),
             has_traceback=exception is not None,
         ):
             group.set_example(line, exception)

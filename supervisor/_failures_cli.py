@@ -263,7 +263,7 @@ def summary(result: ScanResult) -> str:
                 f"{n:,} {why}" for why, n in result.skipped.most_common()
             )
         text += f"; {_plural(skipped, 'line')} skipped ({reasons})"
-    if result.lines and result.lines == result.blank + skipped:
+    if skipped and result.lines == result.blank + skipped:
         text += (
             "; no JSON log lines at all: is this the log written with "
             "supervisor.logs.configure_logging() (structlog's JSONRenderer)?"

@@ -24,7 +24,7 @@ import pytest
 import structlog
 
 import supervisor
-from supervisor import _failures, _failures_cli, logs
+from supervisor import _failures, _failures_cli, _failures_groups, logs
 from supervisor._failures import parse_since
 from supervisor._failures_cli import main
 from supervisor._tracebacks import render_traceback
@@ -499,7 +499,7 @@ def test_request_ids_are_capped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Distinct request ids are bounded per group so memory stays flat."""
-    monkeypatch.setattr(_failures, "MAX_REQUEST_IDS", 2)
+    monkeypatch.setattr(_failures_groups, "MAX_REQUEST_IDS", 2)
     lines = [
         json.dumps(
             {
@@ -808,6 +808,7 @@ _COMMAND_MODULES = (
     "__main__",
     "_failures",
     "_failures_cli",
+    "_failures_groups",
     "_failures_io",
     "_tracebacks",
 )

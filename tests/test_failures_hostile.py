@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 import supervisor
-from supervisor import _failures, _failures_io
+from supervisor import _failures, _failures_groups, _failures_io
 from supervisor._failures_cli import format_group, main, visible
 from supervisor._tracebacks import render_traceback
 
@@ -577,8 +577,8 @@ def test_many_groups_with_long_names_stay_bounded(traced: None) -> None:
 
 def test_task_and_request_id_caps(monkeypatch: pytest.MonkeyPatch) -> None:
     """The distinct-id sets are capped across groups and say when they are."""
-    monkeypatch.setattr(_failures, "MAX_TASK_IDS", 5)
-    monkeypatch.setattr(_failures, "MAX_ALL_REQUEST_IDS", 4)
+    monkeypatch.setattr(_failures_groups, "MAX_TASK_IDS", 5)
+    monkeypatch.setattr(_failures_groups, "MAX_ALL_REQUEST_IDS", 4)
     scanner = _failures.Scanner()
     scanner.feed(
         _line(_failure(task_name=f"g{n % 2}", task_id=f"t{n}", request_id=f"r{n}"))
