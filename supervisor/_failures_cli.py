@@ -14,20 +14,27 @@ and *where* (the last traceback, rendered back to Python's usual text)::
     kubectl logs deploy/app | python -m supervisor failures --since 2h
     python -m supervisor failures --json --task send_email app.log
 
-It reads line by line and keeps only one small aggregate per (task name,
-error type) group, so memory stays flat whatever the size of the logs.
-Lines that are not JSON objects are counted and skipped, never fatal;
-JSON lines about anything other than a failure are ignored without being
-decoded.
+It reads line by line and keeps only one small, capped aggregate per (task
+name, error type) group, so memory stays bounded whatever the size or shape
+of the logs.  Lines that are not JSON objects are counted and skipped,
+never fatal; JSON lines about anything other than a failure are ignored
+without being decoded.
+
+Logs are attacker-influenced text, so everything this module prints from
+them goes through :func:`visible`: control characters and escape sequences
+are shown as escapes, never emitted, and ``--json`` output is pure ASCII.
 
 Exit status: 0 when no failures were found, 1 when failures were found,
 2 on a usage error or a file that cannot be read.
 
 This module is the command line only: the scanning lives in
-:mod:`supervisor._failures` and the traceback rendering in
-:mod:`supervisor._tracebacks`.  The three import nothing from the package
-but each other (and nothing outside the standard library but attrs), so the
-command stays independent of the supervisor's runtime.
+:mod:`supervisor._failures`, the per-group aggregates in
+:mod:`supervisor._failures_groups`, opening sources in
+:mod:`supervisor._failures_io` and the traceback rendering in
+:mod:`supervisor._tracebacks`.  They import nothing from the package but
+each other (and nothing outside the standard library but attrs), so the
+command never loads the supervisor's runtime (anyio, structlog); ``--version``
+reads the distribution's metadata for the same reason.
 """
 
 from __future__ import annotations
