@@ -7,12 +7,19 @@ lines with structured tracebacks, 90% other supervisor and application lines,
 the process's peak RSS.  The point is to show that the scan is streaming:
 peak memory should not grow with ``--lines``.
 
-    python benchmarks/bench_failures.py [--lines N] [--gzip] [--repeat R]
+``--bomb`` also times a hostile input: a 1 MB gzip that expands to 1 GiB of
+zeros without a newline (issue 8), which must be streamed past in bounded
+memory.  ``--dir DIR`` keeps the generated logs there and reuses them, so
+that two versions of the code can be timed on the same bytes.
+
+    python benchmarks/bench_failures.py [--lines N] [--gzip] [--bomb]
+                                        [--repeat R] [--dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -153,26 +160,45 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="best of R runs")
     parser.add_argument("--gzip", action="store_true", help="also time a .gz copy")
+    parser.add_argument(
+        "--bomb", action="store_true", help="also time a 1 GiB gzip bomb"
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="keep the generated logs here and reuse them"
+    )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "app.log"
-        started = time.perf_counter()
-        generate(path, args.lines)
+    with contextlib.ExitStack() as stack:
+        if args.dir is None:
+            where = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            where = args.dir
+            where.mkdir(parents=True, exist_ok=True)
+        path = where / f"app-{args.lines}.log"
+        if not path.exists():
+            started = time.perf_counter()
+            generate(path, args.lines)
+            print(
+                f"generated {args.lines:,} lines, {path.stat().st_size / 1e6:,.1f} "
+                f"MB in {time.perf_counter() - started:.1f} s"
+            )
         size = path.stat().st_size
-        print(
-            f"generated {args.lines:,} lines, {size / 1e6:,.1f} MB "
-            f"in {time.perf_counter() - started:.1f} s"
-        )
         print(f"peak RSS before scanning: {_peak_rss_mib():.1f} MiB")
-        targets = [("plain", path)]
+        targets = [("plain", path, size)]
         if args.gzip:
-            gz = Path(tmp) / "app.log.gz"
-            with path.open("rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            targets.append(("gzip", gz))
-        for label, target in targets:
+            gz = where / f"app-{args.lines}.log.gz"
+            if not gz.exists():
+                with path.open("rb") as src, gzip.open(gz, "wb", 6) as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+            targets.append(("gzip", gz, size))
+        if args.bomb:
+            bomb = where / "bomb.gz"
+            if not bomb.exists():
+                member = gzip.compress(b"\0" * (1 << 20), 9)
+                bomb.write_bytes(member * 1024)
+            targets.append(("gzip bomb, 1 GiB without a newline", bomb, 1 << 30))
+        for label, target, size in targets:
             best = float("inf")
             for _ in range(args.repeat):
                 started = time.perf_counter()

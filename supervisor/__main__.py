@@ -2,6 +2,8 @@
 
 ``python -m supervisor failures [FILE ...]`` groups the ``task:failed`` lines
 of JSON-lines logs; see :mod:`supervisor._failures_cli` or ``--help``.
+``python -m supervisor --version`` prints ``nursery-supervisor <version>``.
+It imports only the command's own modules, never the runtime.
 
 Exit status: 0 when no failures were found, 1 when failures were found,
 2 on a usage error or a file that cannot be read.

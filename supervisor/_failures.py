@@ -4,37 +4,59 @@ When a background task fails, the supervisor writes one ``task:failed`` line
 at error level, with the task's id and name, the error type and message, the
 request's context variables (``request_id``, ...) and the traceback under
 ``exception`` (see :mod:`supervisor.logs`).  This module streams such logs
-(files, ``.gz`` files, or stdin) and folds every failure into one small
-aggregate per (task name, error type) group, for ``python -m supervisor
-failures`` (:mod:`supervisor._failures_cli`) to print.
+(opened by :mod:`supervisor._failures_io`) and folds every failure into one
+small aggregate per (task name, error type) group, for ``python -m
+supervisor failures`` (:mod:`supervisor._failures_cli`) to print.
 
-It reads line by line and keeps only the aggregates, so memory stays flat
-whatever the size of the logs.  Lines that are not JSON objects are counted
-and skipped, never fatal; JSON lines about anything other than a failure are
-ignored without being decoded.
+Logs are attacker-influenced text (exception messages carry user input), so
+nothing in them may cost unbounded memory, raise, or hang the scan.  Lines
+that are not JSON objects are counted and skipped, never fatal; JSON lines
+about anything other than a failure are ignored without being decoded.
+What is kept is bounded whatever the input, by the limits below, and every
+limit that was hit is reported:
 
-It imports nothing from the package but :mod:`supervisor._tracebacks`, and
-nothing outside the standard library but attrs, so reading logs needs no
-more than ``python -m supervisor`` loads anyway.
+- a line longer than :data:`MAX_LINE` is skipped (counted, with the reason)
+  and streamed past in pieces, never held whole: a gzip bomb or a log
+  without newlines costs one piece of memory;
+- a failure line nested deeper than :data:`MAX_DEPTH` is skipped, decided
+  before anything recurses into it;
+- at most :data:`MAX_GROUPS` groups; failures of further groups are counted
+  but not grouped;
+- what each group keeps (names, ids, the example traceback) is capped in
+  :mod:`supervisor._failures_groups`.
+
+It imports nothing from the package but :mod:`supervisor._tracebacks`,
+:mod:`supervisor._failures_groups` and :mod:`supervisor._failures_io`, and
+nothing outside the standard library
+but attrs, so reading logs needs no more than ``python -m supervisor``
+loads anyway.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import io
 import json
+import json.scanner
 import re
-import sys
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import IO, Any, cast
 
 import attrs
 
-from ._tracebacks import as_text, error_type_from, render_traceback
+from ._failures_groups import (
+    MAX_ERROR,
+    MAX_TEXT,
+    MIN_TIME,
+    Budget,
+    Group,
+    clip,
+    clipped,
+)
+from ._failures_io import ReadError, cannot_read, open_source
+from ._tracebacks import error_type_from
 
 __all__ = [
     "Group",
@@ -55,129 +77,69 @@ _FAILED_EVENT = "task:failed"
 _FAILURE_LEVELS = frozenset({"error", "critical", "exception", "fatal"})
 
 NOT_JSON = "not JSON"
+NOT_UTF8 = "not UTF-8"
 NOT_AN_OBJECT = "not an object"
+TOO_DEEP = "nested too deeply"
 NO_TIMESTAMP = "failure without a usable timestamp for --since"
 
-# Distinct request ids kept per group.  The ids are the one per-group datum
-# that grows with the log, and past a few hundred they stop helping a person
-# anyway; the cap keeps memory flat on logs of any size.
-MAX_REQUEST_IDS = 1000
+# The longest line read, newline included.  A real failure line with a
+# structured traceback is a few KiB; one of a MiB is junk or an attack.
+MAX_LINE = 1 << 20
+# The deepest nesting of a failure line.  structlog's dict_tracebacks nests
+# three levels per exception group level; 200 leaves room for 60 of them,
+# and stays far below what json and the traceback renderer can recurse.
+MAX_DEPTH = 200
+# Distinct (task name, error type) groups kept.  A service has tens.
+MAX_GROUPS = 1000
 
-_GZIP_MAGIC = b"\x1f\x8b"
 # The bytes a JSON text can start with (RFC 8259, plus a UTF-8 BOM's first).
 _JSON_STARTS = frozenset(b'{["-0123456789tfn\xef')
-_MIN_TIME = datetime.min.replace(tzinfo=UTC)
+# json's C scanner, called directly: json.loads(bytes) spends a quarter of
+# its time sniffing the encoding and in two layers of Python around it.
+_scan_once = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
+_BOM = b"\xef\xbb\xbf"
+_BAD = object()  # a line without a JSON value (None is JSON's null)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATIONS = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class ReadError(Exception):
-    """A log source could not be opened or read; the message names it."""
-
-
-@attrs.define(eq=False)
-class Group:
-    """What is remembered about one (task name, error type) pair.
-
-    Only aggregates live here, so a log of any length costs one of these per
-    distinct pair.  ``example_task_id``, ``last_error`` and ``last_exception``
-    all come from the same failure, the most recent one that has a
-    traceback (or the most recent one, if none has), so the example task id
-    and the traceback shown next to it describe the same run.
-    """
-
-    task_name: str
-    error_type: str
-    count: int = 0
-    first_seen: str | None = None
-    last_seen: str | None = None
-    example_task_id: str | None = None
-    last_error: str | None = None
-    last_exception: object = None
-    request_ids: set[str] = attrs.field(factory=set)
-    request_ids_truncated: bool = False
-    _first_time: datetime | None = attrs.field(default=None, init=False, repr=False)
-    _last_time: datetime | None = attrs.field(default=None, init=False, repr=False)
-    _example_rank: tuple[bool, datetime] | None = attrs.field(
-        default=None, init=False, repr=False
-    )
-
-    @property
-    def last_time(self) -> datetime | None:
-        """The latest timestamp seen, for ordering groups."""
-        return self._last_time
-
-    def add(
-        self,
-        when: datetime | None,
-        shown: str | None,
-        *,
-        task_id: str | None,
-        request_id: str | None,
-        error: str | None,
-        exception: object,
-    ) -> None:
-        """Fold one failure into the aggregate."""
-        self.count += 1
-        if when is not None:
-            if self._first_time is None or when < self._first_time:
-                self._first_time = when
-                self.first_seen = shown
-            # >= so that, at equal times, the later line in the input wins.
-            if self._last_time is None or when >= self._last_time:
-                self._last_time = when
-                self.last_seen = shown
-        rank = (exception is not None, when or _MIN_TIME)
-        if self._example_rank is None or rank >= self._example_rank:
-            self._example_rank = rank
-            self.example_task_id = task_id
-            self.last_error = error
-            self.last_exception = exception
-        if request_id is not None and request_id not in self.request_ids:
-            if len(self.request_ids) < MAX_REQUEST_IDS:
-                self.request_ids.add(request_id)
-            else:
-                self.request_ids_truncated = True
-
-    @property
-    def last_traceback(self) -> str | None:
-        """The example failure's traceback as Python would print it."""
-        return render_traceback(self.last_exception)
-
-    def as_json(self) -> dict[str, Any]:
-        """The machine-readable form written by ``--json``."""
-        return {
-            "task_name": self.task_name,
-            "error_type": self.error_type,
-            "count": self.count,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "example_task_id": self.example_task_id,
-            "request_ids": sorted(self.request_ids),
-            "request_ids_truncated": self.request_ids_truncated,
-            "last_error": self.last_error,
-            "last_traceback": self.last_traceback,
-        }
+def too_long() -> str:
+    """The skip reason for a line over :data:`MAX_LINE`."""
+    size = MAX_LINE
+    shown = f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size:,} bytes"
+    return f"longer than {shown}"
 
 
 @attrs.define(eq=False)
 class ScanResult:
-    """Everything one run of the command learned from its input."""
+    """Everything one run of the command learned from its input.
+
+    ``failures`` counts every failure kept by the filters, ``ungrouped``
+    those of them past :data:`MAX_GROUPS`, and ``filtered_out`` the
+    failures that ``--since`` / ``--task`` (named in ``filters``) left out.
+    """
 
     groups: dict[tuple[str, str], Group] = attrs.field(factory=dict)
     lines: int = 0
     blank: int = 0
     failures: int = 0
+    ungrouped: int = 0
     filtered_out: int = 0
+    filters: tuple[str, ...] = ()
     skipped: Counter[str] = attrs.field(factory=Counter)
 
     def sorted_groups(self) -> list[Group]:
         """Groups by count, most first, then by most recent failure."""
         groups = sorted(self.groups.values(), key=lambda g: (g.task_name, g.error_type))
-        groups.sort(key=lambda g: g.last_time or _MIN_TIME, reverse=True)
+        groups.sort(key=lambda g: g.last_time or MIN_TIME, reverse=True)
         groups.sort(key=lambda g: g.count, reverse=True)
         return groups
+
+    @property
+    def repeats(self) -> int:
+        """Failure lines whose task id was already counted in their group."""
+        return sum(group.repeats for group in self.groups.values())
 
 
 class Scanner:
@@ -196,25 +158,50 @@ class Scanner:
     ) -> None:
         self.since = since
         self.tasks = frozenset(tasks) if tasks is not None else None
-        self.result = ScanResult()
+        filters = ("--since",) * (since is not None) + ("--task",) * (tasks is not None)
+        self.result = ScanResult(filters=filters)
+        self._budget = Budget()
+
+    def feed_stream(self, stream: IO[bytes]) -> None:
+        """Consume a binary stream, never holding more than a line's cap of it."""
+        # readline with a limit, through a C-level iterator: as fast as
+        # iterating the stream, and no line is ever read whole past the cap.
+        self._consume(iter(partial(stream.readline, MAX_LINE + 1), b""), stream)
 
     def feed(self, lines: Iterable[bytes]) -> None:
         """Consume *lines*, one log line each (trailing newline or not)."""
+        self._consume(lines, None)
+
+    def _consume(self, lines: Iterable[bytes], stream: IO[bytes] | None) -> None:
         needle = _NEEDLE
         failure = self._failure
         other = self._other
+        limit = MAX_LINE
         count = 0
         for line in lines:
             count += 1
             if needle in line:
-                failure(line)
+                if len(line) > limit:
+                    self._too_long(line, stream)
+                else:
+                    failure(line)
             elif line[:1] == b"{" and line[-2:] == b"}\n":
                 # An object-shaped line about something else: the common
-                # case, ignored without decoding.
+                # case, ignored without decoding.  (Never a cut piece of a
+                # long line: that would not end in a newline.)
                 continue
+            elif len(line) > limit:
+                self._too_long(line, stream)
             else:
                 other(line)
         self.result.lines += count
+
+    def _too_long(self, line: bytes, stream: IO[bytes] | None) -> None:
+        self.result.skipped[too_long()] += 1
+        if stream is not None and line[-1:] != b"\n":
+            # Stream past the rest of the line, a piece at a time.
+            while (piece := stream.readline(MAX_LINE)) and piece[-1:] != b"\n":
+                pass
 
     def _other(self, line: bytes) -> None:
         stripped = line.strip()
@@ -230,33 +217,49 @@ class Scanner:
             return
         # JSON that is not an object, or junk that starts like JSON: worth
         # decoding to say which.
-        try:
-            value = json.loads(stripped)
-        except (ValueError, RecursionError):
-            self.result.skipped[NOT_JSON] += 1
-            return
-        if not isinstance(value, dict):
+        value = self._decode(stripped)
+        if value is not _BAD and not isinstance(value, dict):
             self.result.skipped[NOT_AN_OBJECT] += 1
 
-    def _failure(self, line: bytes) -> None:
+    def _decode(self, line: bytes) -> object:
+        """The line's JSON value; ``_BAD``, counted as skipped, when it has none."""
         try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            self.result.skipped[NOT_JSON] += 1
+            return _loads(line)
+        except UnicodeDecodeError:
+            reason = NOT_UTF8
+        except ValueError:
+            reason = NOT_JSON
+        except RecursionError:
+            reason = TOO_DEEP
+        self.result.skipped[reason] += 1
+        return _BAD
+
+    def _failure(self, line: bytes) -> None:
+        record = self._decode(line)
+        if record is _BAD:
             return
         if not isinstance(record, dict):
             self.result.skipped[NOT_AN_OBJECT] += 1
+            return
+        # Brackets counted in C bound the depth from above; only a line
+        # with many of them is walked to measure it.
+        if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _deeper_than(
+            record, MAX_DEPTH
+        ):
+            self.result.skipped[TOO_DEEP] += 1
         elif _is_failure(record):
-            self._add(record)
+            self._add(record, line)
 
-    def _add(self, record: dict[str, Any]) -> None:
+    def _add(self, record: dict[str, Any], line: bytes) -> None:
         result = self.result
         exception = record.get("exception")
         task_name = (
-            as_text(record.get("task_name")) or as_text(record.get("name")) or "?"
+            clipped(record.get("task_name")) or clipped(record.get("name")) or "?"
         )
         error_type = (
-            as_text(record.get("error_type")) or error_type_from(exception) or "?"
+            clipped(record.get("error_type"))
+            or clipped(error_type_from(exception))
+            or "?"
         )
         if self.tasks is not None and task_name not in self.tasks:
             result.filtered_out += 1
@@ -273,27 +276,77 @@ class Scanner:
         key = (task_name, error_type)
         group = result.groups.get(key)
         if group is None:
-            group = result.groups[key] = Group(task_name, error_type)
-        group.add(
+            if len(result.groups) >= MAX_GROUPS:
+                result.ungrouped += 1
+                return
+            group = result.groups[key] = Group(
+                task_name, error_type, budget=self._budget
+            )
+        if group.add(
             when,
             shown,
-            task_id=as_text(record.get("task_id")),
-            request_id=as_text(record.get("request_id")),
-            error=as_text(record.get("error")),
-            exception=exception,
-        )
+            task_id=clipped(record.get("task_id")),
+            request_id=clipped(record.get("request_id")),
+            supervisor=clipped(record.get("supervisor")),
+            error=clipped(record.get("error"), MAX_ERROR),
+            has_traceback=exception is not None,
+        ):
+            group.set_example(line, exception)
+
+
+def _loads(line: bytes) -> object:
+    """``json.loads`` for one UTF-8 log line, faster.
+
+    Raises:
+        UnicodeDecodeError: not UTF-8.
+        ValueError: not one JSON value.
+        RecursionError: nested too deeply for the decoder.
+    """
+    if line[:3] == _BOM:
+        line = line[3:]
+    text = line.decode("utf-8", "surrogatepass").strip(" \t\n\r")
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        raise ValueError("no JSON value") from None
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether *value* nests containers more than *limit* deep (no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children: Iterable[object]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _is_failure(record: dict[str, Any]) -> bool:
     if record.get("event") != _FAILED_EVENT:
         return False  # another event that merely mentions failures
     level = record.get("level")
-    return level is None or str(level).lower() in _FAILURE_LEVELS
+    return level is None or (
+        isinstance(level, str) and level.lower() in _FAILURE_LEVELS
+    )
 
 
 def _timestamp(value: object) -> tuple[datetime | None, str | None]:
     """Parse a log timestamp; naive times are taken as UTC."""
     if isinstance(value, str):
+        value = clip(value, MAX_TEXT)
         try:
             when = datetime.fromisoformat(value)
         except ValueError:
@@ -306,7 +359,7 @@ def _timestamp(value: object) -> tuple[datetime | None, str | None]:
         try:
             when = datetime.fromtimestamp(value, UTC)
         except (OverflowError, OSError, ValueError):
-            return None, str(value)
+            return None, clip(str(value), MAX_TEXT)
         return when, when.isoformat().replace("+00:00", "Z")
     return None, None
 
@@ -344,48 +397,6 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-@contextlib.contextmanager
-def _open_source(name: str) -> Iterator[Iterable[bytes]]:
-    """Open *name* (``-`` is stdin) for binary reading, un-gzipping if needed.
-
-    Compression is detected from the gzip magic bytes rather than trusted
-    from the file name, so rotated logs work whatever they are called.
-    """
-    stream: IO[bytes]
-    lines: Iterable[bytes]
-    with contextlib.ExitStack() as stack:
-        if name == "-":
-            stream = sys.stdin.buffer  # not closed: it is not ours
-        else:
-            try:
-                stream = stack.enter_context(open(name, "rb"))
-            except OSError as exc:
-                raise ReadError(cannot_read(name, exc)) from exc
-        if not hasattr(stream, "peek"):
-            # Only buffered readers can look ahead at the magic bytes
-            # without consuming them; wrap anything else (tests' BytesIO).
-            stream = io.BufferedReader(cast(Any, stream))
-        head = cast(io.BufferedReader, stream).peek(2)[:2]
-        lines = stream
-        if head == _GZIP_MAGIC:
-            lines = stack.enter_context(gzip.GzipFile(fileobj=stream, mode="rb"))
-        yield lines
-
-
-def cannot_read(name: str, exc: BaseException) -> str:
-    """The message for a source that failed with *exc*: which, why, what to do."""
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    shown = "standard input" if name == "-" else repr(name)
-    hint = ""
-    if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
-        hint = (
-            "; the compressed file looks truncated or corrupt: "
-            f"recover what is readable with `zcat {name} > recovered.log` "
-            "and pass that file instead"
-        )
-    return f"cannot read {shown}: {reason}{hint}"
-
-
 def scan_files(
     names: Sequence[str],
     *,
@@ -401,8 +412,8 @@ def scan_files(
     scanner = Scanner(since=since, tasks=tasks)
     for name in names:
         try:
-            with _open_source(name) as stream:
-                scanner.feed(stream)
+            with open_source(name) as stream:
+                scanner.feed_stream(stream)
         except ReadError:
             raise
         except (OSError, EOFError, zlib.error) as exc:

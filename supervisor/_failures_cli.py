@@ -14,20 +14,27 @@ and *where* (the last traceback, rendered back to Python's usual text)::
     kubectl logs deploy/app | python -m supervisor failures --since 2h
     python -m supervisor failures --json --task send_email app.log
 
-It reads line by line and keeps only one small aggregate per (task name,
-error type) group, so memory stays flat whatever the size of the logs.
-Lines that are not JSON objects are counted and skipped, never fatal;
-JSON lines about anything other than a failure are ignored without being
-decoded.
+It reads line by line and keeps only one small, capped aggregate per (task
+name, error type) group, so memory stays bounded whatever the size or shape
+of the logs.  Lines that are not JSON objects are counted and skipped,
+never fatal; JSON lines about anything other than a failure are ignored
+without being decoded.
+
+Logs are attacker-influenced text, so everything this module prints from
+them goes through :func:`visible`: control characters and escape sequences
+are shown as escapes, never emitted, and ``--json`` output is pure ASCII.
 
 Exit status: 0 when no failures were found, 1 when failures were found,
 2 on a usage error or a file that cannot be read.
 
 This module is the command line only: the scanning lives in
-:mod:`supervisor._failures` and the traceback rendering in
-:mod:`supervisor._tracebacks`.  The three import nothing from the package
-but each other (and nothing outside the standard library but attrs), so the
-command stays independent of the supervisor's runtime.
+:mod:`supervisor._failures`, the per-group aggregates in
+:mod:`supervisor._failures_groups`, opening sources in
+:mod:`supervisor._failures_io` and the traceback rendering in
+:mod:`supervisor._tracebacks`.  They import nothing from the package but
+each other (and nothing outside the standard library but attrs), so the
+command never loads the supervisor's runtime (anyio, structlog); ``--version``
+reads the distribution's metadata for the same reason.
 """
 
 from __future__ import annotations
@@ -36,18 +43,21 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+from . import _failures
 from ._failures import (
     Group,
     ReadError,
     ScanResult,
-    cannot_read,
     parse_since,
     scan_files,
 )
+from ._failures_io import check_source
 
 __all__ = [
     "EXIT_ERROR",
@@ -57,6 +67,8 @@ __all__ = [
     "format_group",
     "main",
     "summary",
+    "version_line",
+    "visible",
 ]
 
 EXIT_OK = 0
@@ -81,6 +93,82 @@ exit status:
 # How many request ids the human output lists before summarising the rest.
 _SHOWN_REQUEST_IDS = 10
 
+# What must never reach a terminal raw.  Log text is attacker-influenced
+# (exception messages carry user input): C0 controls (ESC starts every
+# CSI/OSC sequence: retitling, screen clears, OSC 52 clipboard writes,
+# cursor moves that overprint a line; CR overprints too, BEL rings), DEL,
+# C1 controls (0x9b is a one-character CSI on some terminals), the Unicode
+# line and paragraph separators, bidirectional overrides and isolates
+# ("Trojan Source" reordering), the BOM and lone surrogates.  Each is shown
+# as its Python escape (ESC as the four characters \x1b), never emitted.
+_BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_OTHER = r"\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff"
+_UNSAFE = re.compile(rf"[\x00-\x1f{_OTHER}{_BIDI}]")
+# Tracebacks are many lines: keep their newlines and tabs, nothing else.
+_UNSAFE_IN_BLOCK = re.compile(rf"[\x00-\x08\x0b-\x1f{_OTHER}{_BIDI}]")
+
+
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, block: bool = False) -> str:
+    """*text* safe for a terminal: every control character shown as an escape.
+
+    With *block*, newlines and tabs are kept (a traceback); otherwise they
+    are escaped too, so that one field can never forge a line of its own.
+    """
+    return (_UNSAFE_IN_BLOCK if block else _UNSAFE).sub(_escape, text)
+
+
+_DISTRIBUTION = "nursery-supervisor"
+
+
+def version_line() -> str:
+    """``nursery-supervisor <version>``, from the installed distribution's metadata.
+
+    Read from the metadata rather than from the package, so that asking for
+    the version imports nothing of the supervisor's runtime.
+    """
+    from importlib import metadata  # noqa: PLC0415  (only for --version)
+
+    try:
+        version = metadata.version(_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        version = "(unknown: not installed; `pip install -e .` in the checkout)"
+    return f"{_DISTRIBUTION} {version}"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print :func:`version_line` on stdout and exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "print the version and exit")
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            **kwargs,
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_line())
+        parser.exit()
+
 
 def _since_argument(text: str) -> datetime:
     try:
@@ -97,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     failures = commands.add_parser(
         "failures",
@@ -105,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    failures.add_argument("--version", action=_VersionAction)
     failures.add_argument(
         "files",
         nargs="*",
@@ -147,7 +237,7 @@ def _plural(count: int, word: str) -> str:
 
 
 def summary(result: ScanResult) -> str:
-    """The closing line: failures, groups, filtered and skipped lines."""
+    """The closing line: failures, groups, filtered, repeated and skipped lines."""
     if result.failures:
         text = (
             f"{_plural(result.failures, 'failure')} in "
@@ -156,7 +246,21 @@ def summary(result: ScanResult) -> str:
     else:
         text = f"no failures found in {_plural(result.lines, 'line')}"
     if result.filtered_out:
-        text += f" ({result.filtered_out:,} more filtered out by --since/--task)"
+        by = "/".join(result.filters) or "the filters"
+        more = _plural(result.filtered_out, "more failure")
+        text += f" ({more} filtered out by {by})"
+    if result.ungrouped:
+        text += (
+            f"; {result.ungrouped:,} of them in groups past the first "
+            f"{_failures.MAX_GROUPS:,}, not shown (too many distinct task name "
+            "and error type pairs)"
+        )
+    if result.repeats:
+        verb = "repeats" if result.repeats == 1 else "repeat"
+        text += (
+            f"; {_plural(result.repeats, 'failure line')} {verb} a task id "
+            "already counted (a log given twice, or overlapping files?)"
+        )
     skipped = sum(result.skipped.values())
     if skipped:
         if len(result.skipped) == 1:
@@ -166,7 +270,7 @@ def summary(result: ScanResult) -> str:
                 f"{n:,} {why}" for why, n in result.skipped.most_common()
             )
         text += f"; {_plural(skipped, 'line')} skipped ({reasons})"
-    if result.lines and result.lines == result.blank + skipped:
+    if skipped and result.lines == result.blank + skipped:
         text += (
             "; no JSON log lines at all: is this the log written with "
             "supervisor.logs.configure_logging() (structlog's JSONRenderer)?"
@@ -174,26 +278,54 @@ def summary(result: ScanResult) -> str:
     return text
 
 
+def _tasks(group: Group) -> str:
+    if not group.tasks and not group.tasks_truncated:
+        return "no task ids"
+    plus = "+" if group.tasks_truncated else ""
+    return f"{group.tasks:,}{plus} task{'' if group.tasks == 1 and not plus else 's'}"
+
+
+def _supervisors(group: Group) -> str:
+    names = [visible(name) for name in group.supervisors]
+    if not names:
+        return ""
+    if group.supervisors_truncated:
+        names.append("...")
+    return f"  supervisor{'s' if len(names) > 1 else ''} {', '.join(names)}"
+
+
 def format_group(group: Group) -> str:
-    """One group for a person reading a terminal."""
-    ids = sorted(group.request_ids)
-    shown = ", ".join(ids[:_SHOWN_REQUEST_IDS]) or "-"
+    """One group for a person reading a terminal.
+
+    Every field comes from the log and goes through :func:`visible`, so no
+    log line can drive the terminal or forge a line of the report.
+    """
+    ids = group.ordered_request_ids()
+    shown = ", ".join(visible(rid) for rid in ids[:_SHOWN_REQUEST_IDS]) or "-"
     more = len(ids) - _SHOWN_REQUEST_IDS
     if more > 0 or group.request_ids_truncated:
         plus = "+" if group.request_ids_truncated else ""
         shown += f", ... ({max(more, 0)}{plus} more)"
-    first, last = group.first_seen or "?", group.last_seen or "?"
+    first = visible(group.first_seen or "?")
+    last = visible(group.last_seen or "?")
     lines = [
-        f"{group.task_name}  {group.error_type}  x{group.count}",
+        f"{visible(group.task_name)}  {visible(group.error_type)}  "
+        f"x{group.count:,} ({_tasks(group)}){_supervisors(group)}",
         f"  first seen  {first}   last seen  {last}",
-        f"  example task  {group.example_task_id or '?'}      requests  {shown}",
+        f"  example task  {visible(group.example_task_id or '?')}      "
+        f"requests  {shown}",
     ]
     traceback = group.last_traceback
     if traceback is not None:
         lines.append("  last traceback:")
-        lines.extend(f"    {line}" if line else "" for line in traceback.splitlines())
+        # Split on newlines only: str.splitlines() would also break on the
+        # form feeds and separators that visible() shows as escapes.
+        lines.extend(
+            f"    {line}" if line else ""
+            for line in visible(traceback, block=True).split("\n")
+        )
     elif group.last_error is not None:
-        lines.append(f"  last error: {group.last_error}")
+        lines.append(f"  last error: {visible(group.last_error)}")
     return "\n".join(lines)
 
 
@@ -218,28 +350,25 @@ def _run_failures(args: argparse.Namespace) -> int:
     try:
         # Fail before the long scan, not after it, on a mistyped file name.
         for name in names:
-            if name != "-":
-                try:
-                    with open(name, "rb"):
-                        pass
-                except OSError as exc:
-                    raise ReadError(cannot_read(name, exc)) from exc
+            check_source(name)
         result = scan_files(names, since=args.since, tasks=args.task)
     except ReadError as exc:
-        print(f"{_prog()} failures: error: {exc}", file=sys.stderr)
+        print(visible(f"{_prog()} failures: error: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     status = EXIT_FAILURES if result.failures else EXIT_OK
     out = sys.stdout
     try:
         if args.json:
             for group in result.sorted_groups():
-                out.write(json.dumps(group.as_json()) + "\n")
+                # ensure_ascii: every control and non-ASCII character is a
+                # \u escape, so the output is plain ASCII and valid JSON.
+                out.write(json.dumps(group.as_json(), ensure_ascii=True) + "\n")
             out.flush()
-            print(summary(result), file=sys.stderr)
+            print(visible(summary(result)), file=sys.stderr)
         else:
             for group in result.sorted_groups():
                 out.write(format_group(group) + "\n\n")
-            out.write(summary(result) + "\n")
+            out.write(visible(summary(result)) + "\n")
             out.flush()
     except BrokenPipeError:
         # The reader (``| head``) went away; that is not our error.  Point

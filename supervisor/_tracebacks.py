@@ -63,7 +63,8 @@ def render_traceback(exception: object) -> str | None:
     try:
         lines = _render_chain(exception)
     except RecursionError:
-        return json.dumps(exception, default=str)
+        # Anything that walks the value would recurse again; say what it is.
+        return "(a traceback nested too deeply to render)"
     return "\n".join(lines) if lines else None
 
 

@@ -24,7 +24,7 @@ import pytest
 import structlog
 
 import supervisor
-from supervisor import _failures, _failures_cli, logs
+from supervisor import _failures, _failures_cli, _failures_groups, logs
 from supervisor._failures import parse_since
 from supervisor._failures_cli import main
 from supervisor._tracebacks import render_traceback
@@ -192,17 +192,18 @@ def test_subprocess_groups_failures_for_a_person(
     out = proc.stdout
     blocks = out.split("\n\n")
     assert blocks[0].splitlines()[:3] == [
-        "send_email  ConnectionError  x3",
+        "send_email  ConnectionError  x3 (3 tasks)  supervisor app",
         f"  first seen  {email[0]['timestamp']}   last seen  {email[-1]['timestamp']}",
-        "  example task  t-3      requests  r-1, r-2",
+        # Request ids in the order first seen: t-1 ran for r-2.
+        "  example task  t-3      requests  r-2, r-1",
     ]
     assert "  last traceback:" in blocks[0]
     # Most frequent group first; then the most recent.
     headers = [line for line in out.splitlines() if line and not line[0].isspace()]
     assert headers[:3] == [
-        "send_email  ConnectionError  x3",
-        "sync_cache  RuntimeError  x1",
-        "report  ValueError  x1",
+        "send_email  ConnectionError  x3 (3 tasks)  supervisor app",
+        "sync_cache  RuntimeError  x1 (1 task)  supervisor app",
+        "report  ValueError  x1 (1 task)  supervisor app",
     ]
     assert "  example task  t-6      requests  -\n  last error: gave up" in out
     assert _python_traceback(exceptions["chained"]) in "\n".join(
@@ -225,7 +226,7 @@ def test_subprocess_reads_stdin(log_file: Path) -> None:
     """With no FILE the command reads standard input."""
     proc = _run(stdin=log_file.read_bytes())
     assert proc.returncode == 1, proc.stderr
-    assert "send_email  ConnectionError  x3" in proc.stdout
+    assert "send_email  ConnectionError  x3 (3 tasks)" in proc.stdout
 
 
 # -- in process, through main(argv) -----------------------------------------
@@ -269,7 +270,9 @@ def test_json_output_keys_and_values(
     assert send["first_seen"] == email[0]["timestamp"]
     assert send["last_seen"] == email[-1]["timestamp"]
     assert send["example_task_id"] == "t-3"
-    assert send["request_ids"] == ["r-1", "r-2"]
+    assert send["request_ids"] == ["r-2", "r-1"]  # by time first seen
+    assert (send["tasks"], send["tasks_truncated"]) == (3, False)
+    assert send["supervisors"] == ["app"]
     assert send["last_error"] == "SMTP server unreachable"
     report = groups["report", "ValueError"]
     assert report["request_ids"] == []
@@ -337,7 +340,9 @@ def test_since_accepts_iso_times_and_durations(
         captured = capsys.readouterr()
         assert ("report", "ValueError") not in _json_groups(captured.out), since
         assert len(_json_groups(captured.out)) == 2
-        assert "4 failures in 2 groups (1 more filtered out" in captured.err
+        assert "4 failures in 2 groups (1 more failure filtered out by --since)" in (
+            captured.err
+        )
 
     assert main(["failures", "--json", "--since", "4d", str(old)]) == 1
     assert len(_json_groups(capsys.readouterr().out)) == 3
@@ -375,7 +380,9 @@ def test_task_filter(log_file: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["failures", "--json", "--task", "report", str(log_file)]) == 1
     captured = capsys.readouterr()
     assert list(_json_groups(captured.out)) == [("report", "ValueError")]
-    assert "1 failure in 1 group (4 more filtered out" in captured.err
+    assert "1 failure in 1 group (4 more failures filtered out by --task)" in (
+        captured.err
+    )
 
     argv = ["failures", "--json", "--task", "report", "--task", "sync_cache"]
     assert main([*argv, str(log_file)]) == 1
@@ -427,7 +434,7 @@ def test_bad_lines_are_counted_never_fatal(
 
     out = capsys.readouterr().out.strip()
     assert out.startswith("no failures found in 6 lines; 5 lines skipped ")
-    assert "(3 not JSON, 2 not an object)" in out
+    assert "(2 not JSON, 2 not an object, 1 not UTF-8)" in out
     assert "configure_logging" in out  # says what a readable log looks like
 
 
@@ -457,7 +464,7 @@ def _write(path: Path, data: bytes) -> Path:
     ("make", "reason"),
     [
         (lambda tmp: tmp / "missing.log", "No such file or directory"),
-        (lambda tmp: tmp, "Is a directory"),
+        (lambda tmp: tmp, "it is a directory; pass the log files in it instead"),
         (
             lambda tmp: _write(tmp / "cut.gz", gzip.compress(b"{}\n" * 1000)[:40]),
             "truncated or corrupt",
@@ -492,7 +499,7 @@ def test_request_ids_are_capped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Distinct request ids are bounded per group so memory stays flat."""
-    monkeypatch.setattr(_failures, "MAX_REQUEST_IDS", 2)
+    monkeypatch.setattr(_failures_groups, "MAX_REQUEST_IDS", 2)
     lines = [
         json.dumps(
             {
@@ -510,7 +517,7 @@ def test_request_ids_are_capped(
     scanner.feed(lines)
     group = scanner.result.groups["t", "E"]
     assert group.count == 5
-    assert group.request_ids == {"r-0", "r-1"}
+    assert group.ordered_request_ids() == ["r-0", "r-1"]
     assert group.request_ids_truncated
     assert "r-0, r-1, ... (0+ more)" in _failures_cli.format_group(group)
 
@@ -642,3 +649,246 @@ def test_terminal_stdin_is_refused(
     monkeypatch.setattr(sys, "stdin", Terminal(io.BytesIO(b"")))
     assert main(["failures"]) == 2
     assert "pass log files, or pipe a log in" in capsys.readouterr().err
+
+
+# -- counting what a group holds (issue 11, item 7) ---------------------------
+
+
+def _failure_line(**fields: Any) -> str:
+    record = {
+        "event": "task:failed",
+        "level": "error",
+        "task_name": "send_email",
+        "error_type": "ConnectionError",
+        "supervisor": "app",
+    }
+    record.update(fields)
+    return json.dumps(record) + "\n"
+
+
+def test_the_same_log_twice_counts_lines_and_distinct_tasks(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log given twice doubles ``count``, not ``tasks``; the summary says why."""
+    assert main(["failures", str(log_file), str(log_file)]) == 1
+    out = capsys.readouterr().out
+    assert "send_email  ConnectionError  x6 (3 tasks)  supervisor app" in out
+    assert (
+        out.rstrip()
+        .splitlines()[-1]
+        .startswith(
+            "10 failures in 3 groups; 5 failure lines repeat a task id already "
+            "counted (a log given twice, or overlapping files?)"
+        )
+    )
+
+    assert main(["failures", "--json", str(log_file), str(log_file)]) == 1
+    send = _json_groups(capsys.readouterr().out)["send_email", "ConnectionError"]
+    assert (send["count"], send["tasks"], send["tasks_truncated"]) == (6, 3, False)
+
+
+def test_request_ids_sorted_by_time_first_seen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Request ids come in the order first seen in time, whatever the file order."""
+    newer, older = tmp_path / "app.log", tmp_path / "app.log.1"
+    newer.write_text(
+        _failure_line(
+            task_id="t-3", request_id="zulu", timestamp="2026-11-27T10:03:00Z"
+        )
+        + _failure_line(
+            task_id="t-4", request_id="alpha", timestamp="2026-11-27T10:04:00Z"
+        )
+        + _failure_line(task_id="t-5", request_id="mike"),  # no time: last
+        encoding="utf-8",
+    )
+    older.write_text(
+        _failure_line(
+            task_id="t-1", request_id="alpha", timestamp="2026-11-27T10:01:00Z"
+        )
+        + _failure_line(
+            task_id="t-2", request_id="kilo", timestamp="2026-11-27T10:02:00Z"
+        ),
+        encoding="utf-8",
+    )
+    assert main(["failures", "--json", str(newer), str(older)]) == 1
+    [group] = _json_groups(capsys.readouterr().out).values()
+    assert group["request_ids"] == ["alpha", "kilo", "zulu", "mike"]
+    assert main(["failures", str(newer), str(older)]) == 1
+    assert "requests  alpha, kilo, zulu, mike" in capsys.readouterr().out
+
+
+def test_each_group_names_its_supervisors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group says which supervisors its failures came from, in text and JSON."""
+    path = tmp_path / "app.log"
+    path.write_text(
+        _failure_line(task_id="t-1", supervisor="web")
+        + _failure_line(task_id="t-2", supervisor="worker")
+        + _failure_line(task_id="t-3", supervisor="web")
+        + _failure_line(task_id="t-4", task_name="sync", supervisor=None)
+        + _failure_line(task_id=None, task_name="orphan"),
+        encoding="utf-8",
+    )
+    assert main(["failures", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "send_email  ConnectionError  x3 (3 tasks)  supervisors web, worker\n" in out
+    assert "sync  ConnectionError  x1 (1 task)\n" in out
+    assert "orphan  ConnectionError  x1 (no task ids)  supervisor app\n" in out
+
+    assert main(["failures", "--json", str(path)]) == 1
+    groups = _json_groups(capsys.readouterr().out)
+    assert groups["send_email", "ConnectionError"]["supervisors"] == ["web", "worker"]
+    assert groups["sync", "ConnectionError"]["supervisors"] == []
+    assert groups["orphan", "ConnectionError"]["tasks"] == 0
+
+
+def test_filtered_out_counts_failures_and_names_the_filter(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary says what was filtered out (failures) and by which option."""
+    assert (
+        main(["failures", "--task", "sync_cache", "--since", "1h", str(log_file)]) == 1
+    )
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith(
+        "1 failure in 1 group (4 more failures filtered out by --since/--task)"
+    )
+    assert (
+        main(["failures", "--task", "report", "--task", "sync_cache", str(log_file)])
+        == 1
+    )
+    assert "(3 more failures filtered out by --task)" in capsys.readouterr().out
+
+
+# -- --version and what the command imports -----------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["failures", "--version"]])
+def test_version(argv: list[str]) -> None:
+    """``--version`` prints the distribution's version from its metadata."""
+    from importlib import metadata
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "supervisor", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        proc.stdout == f"nursery-supervisor {metadata.version('nursery-supervisor')}\n"
+    )
+
+
+def test_version_when_not_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run from a checkout that is not installed, ``--version`` says so."""
+    from importlib import metadata
+
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "nursery-supervisor (unknown: not installed"
+    )
+
+
+# The command's own modules: whatever they import must be the standard
+# library, attrs, or each other, so that reading logs never loads the runtime.
+_COMMAND_MODULES = (
+    "__main__",
+    "_failures",
+    "_failures_cli",
+    "_failures_groups",
+    "_failures_io",
+    "_tracebacks",
+)
+_RUNTIME = ("anyio", "structlog", "trio", "sniffio", "supervisor._supervisor")
+
+
+def test_command_modules_import_no_runtime() -> None:
+    """The command's modules import only the stdlib, attrs and one another."""
+    import ast
+
+    allowed = {f"supervisor.{name}" for name in _COMMAND_MODULES}
+    package = Path(_ROOT) / "supervisor"
+    for name in _COMMAND_MODULES:
+        tree = ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = "supervisor" if node.level else ""
+                module = node.module or ""
+                if node.level and not module:  # from . import x
+                    targets = [f"supervisor.{alias.name}" for alias in node.names]
+                else:
+                    targets = [".".join(filter(None, [base, module]))]
+            else:
+                continue
+            for target in targets:
+                top = target.partition(".")[0]
+                assert (
+                    top in sys.stdlib_module_names
+                    or top in ("attrs", "__future__")
+                    or target in allowed
+                ), f"supervisor/{name}.py imports {target}"
+
+
+def _imported_by(*argv: str) -> set[str]:
+    """The modules ``python -X importtime -m supervisor ARGV`` loads."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "supervisor", *argv],
+        input="",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    return {
+        line.rpartition("|")[2].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def _lazy_package() -> bool:
+    """Whether ``import supervisor`` itself stays clear of the runtime."""
+    code = "import sys, supervisor; print(sorted(sys.modules))"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    return "anyio" not in proc.stdout
+
+
+@pytest.mark.xfail(
+    not _lazy_package(),
+    strict=True,
+    reason="needs lazy supervisor/__init__, lead's change (issue 7 item 5)",
+)
+@pytest.mark.parametrize("argv", [["failures", "-"], ["--version"]])
+def test_the_command_does_not_import_the_runtime(argv: list[str]) -> None:
+    """``python -m supervisor failures`` loads no anyio, structlog or core module."""
+    loaded = _imported_by(*argv)
+    assert "supervisor._failures_cli" in loaded
+    assert sorted(loaded & set(_RUNTIME)) == []
