@@ -1,0 +1,301 @@
+"""supervisor.durable against a real redis-server and real worker processes.
+
+A session fixture starts Debian's ``redis-server`` on a free loopback port
+with no persistence (the noxfile installs it when missing); without it these
+tests skip, saying so. Producers run on asyncio and trio; workers are real
+``python -m supervisor.durable worker`` processes writing JSON logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor import Retry, TaskState
+
+from .conftest import free_port, kill_group, outcomes, uvicorn_command
+
+pytest.importorskip("redis")
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        pytest.skip(
+            "redis-server is not installed: `./dev test` installs it as root "
+            "(apt-get install redis-server)"
+        )
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        for _ in range(200):  # bounded: 10 s
+            with contextlib.suppress(redis.ConnectionError):
+                client.ping()
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("redis-server did not answer PING within 10 s")
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Worker:
+    """A worker process of ``durable_app:queue``, restartable, logging JSON."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        err = self.log.with_suffix(".err").open("ab")  # closed here; the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.durable", "worker", "durable_app:queue",
+             "--log-file", str(self.log), "--shutdown-timeout", "2",
+             "--log-level", "DEBUG"],
+            cwd=HERE, env=self.env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+        err.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        kill_group(self.proc)
+
+    def terminate(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            assert self.proc.wait(15) == 0
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail("worker still running 15 s after SIGTERM")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    values = {
+        "DURABLE_REDIS_URL": redis_url,
+        "DURABLE_QUEUE": f"q-{uuid.uuid4().hex[:8]}",
+        "DURABLE_IDLE_TIMEOUT": "1.5",
+        "DURABLE_MARKS": str(tmp_path / "marks"),
+        "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
+    }
+    return {**os.environ, **values}
+
+
+@pytest.fixture
+def worker(env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
+    w = Worker(env, tmp_path / "worker.log")
+    w.start()
+    try:
+        yield w
+    finally:
+        if w.proc is not None and w.proc.poll() is None:
+            w.kill()
+
+
+@pytest.fixture
+def queue(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    from supervisor.durable import DurableQueue
+
+    sys.path.insert(0, str(HERE))
+    import durable_app
+
+    q = DurableQueue(env["DURABLE_REDIS_URL"], name=env["DURABLE_QUEUE"])
+    for name, func in durable_app.queue.functions.items():
+        q.task(func, name=name)
+    return q
+
+
+async def test_results_failures_retries_and_timeouts(queue: Any, worker: Worker) -> None:
+    """A worker process runs sent tasks; any process reads the outcomes."""
+    import durable_app
+
+    async with queue:
+        ok = await queue.spawn(durable_app.add, 2, 3)
+        assert ok.state is TaskState.PENDING
+        bad = await queue.spawn("boom", "no luck")
+        flaky = await queue.options(
+            retry=Retry(attempts=2, on=ConnectionError, initial=0)
+        ).spawn(durable_app.flaky, "k")
+        slow = await queue.options(timeout=0.2, name="sleepy").spawn(
+            durable_app.nap, "t", 30
+        )
+        done = {r.task_id: r for r in [
+            await queue.wait(t.task_id, timeout=30) for t in (ok, bad, flaky, slow)
+        ]}  # fmt: skip
+    assert done[ok.task_id].state is TaskState.SUCCEEDED
+    assert done[ok.task_id].result == 5
+    assert done[bad.task_id].state is TaskState.FAILED
+    assert done[bad.task_id].error_type == "ValueError"
+    assert done[bad.task_id].error == "no luck"
+    assert done[flaky.task_id].state is TaskState.SUCCEEDED
+    assert done[flaky.task_id].attempts == 2
+    assert done[slow.task_id].state is TaskState.FAILED
+    assert done[slow.task_id].error_type == "TimeoutError"
+    worker.terminate()
+    logged = outcomes(worker.records())
+    assert {k: [r["event"] for r in v] for k, v in logged.items()} == {
+        ok.task_id: ["task:succeeded"],
+        bad.task_id: ["task:failed"],
+        flaky.task_id: ["task:succeeded"],
+        slow.task_id: ["task:failed"],
+    }
+    assert logged[slow.task_id][0]["task_name"] == "sleepy"
+    events = [r["event"] for r in worker.records() if r.get("task_id") == flaky.task_id]
+    assert "task:retrying" in events
+
+
+async def test_arguments_must_be_json_and_functions_registered(queue: Any) -> None:
+    """What cannot be sent fails at the call, naming the value and the fix."""
+    import durable_app
+
+    async with queue:
+        with pytest.raises(TypeError, match=r"keyword argument 'b'.*object at"):
+            await queue.spawn(durable_app.add, 1, b=object())
+        with pytest.raises(TypeError, match="not JSON-serializable"):
+            await queue.spawn(durable_app.add, float("nan"), 1)
+        with pytest.raises(TypeError, match=r"decorate the function with @queue\.task"):
+            await queue.spawn(print, 1)
+        with pytest.raises(LookupError, match="no task named 'nope'"):
+            await queue.spawn("nope")
+        with pytest.raises(TypeError, match="arguments do not match"):
+            await queue.spawn(durable_app.add, 1)
+
+        class Local(Exception):
+            pass
+
+        with pytest.raises(TypeError, match="define it at module level"):
+            await queue.options(retry=Retry(on=Local)).spawn(durable_app.add, 1, 2)
+    with pytest.raises(RuntimeError, match="is not open"):
+        await queue.spawn(durable_app.add, 1, 2)
+
+
+async def test_idempotency_key_runs_once(queue: Any, worker: Worker, env: Any) -> None:
+    """A second send with the same key returns the first task; it runs once."""
+    import durable_app
+
+    async with queue:
+        first = await queue.options(idempotency_key="order-7").spawn(
+            durable_app.add, 20, 22
+        )
+        again = await queue.options(idempotency_key="order-7").spawn(
+            durable_app.add, 20, 22
+        )
+        assert again.task_id == first.task_id
+        done = await queue.wait(first.task_id, timeout=30)
+        late = await queue.options(idempotency_key="order-7").spawn(
+            durable_app.add, 20, 22
+        )
+    assert done.result == 42
+    assert late.task_id == first.task_id
+    assert late.state is TaskState.SUCCEEDED
+    worker.terminate()
+    assert Path(env["DURABLE_MARKS"]).read_text().splitlines() == ["add 20 22"]
+
+
+def test_kill_9_mid_run_every_task_accounted_once(
+    env: dict[str, str], worker: Worker, tmp_path: Path
+) -> None:
+    """uvicorn app sends, worker SIGKILLed mid-run and restarted: none lost."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        uvicorn_command("durable_app:app", port)[:-4] + ["--app-dir", str(HERE),
+                                                         "--lifespan", "on"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    marks = Path(env["DURABLE_MARKS"])
+    try:
+        for _ in range(300):  # bounded: 15 s
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("app not ready within 15 s")
+        ids: list[str] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for batch in range(4):
+                ids += http.post(
+                    "/enqueue",
+                    json={"kind": "nap", "n": 10, "prefix": f"b{batch}-", "seconds": 1.0},
+                ).json()["ids"]
+            ids += http.post("/enqueue", json={"kind": "boom", "n": 3}).json()["ids"]
+        # Kill once some tasks are mid-run (started, not done).
+        for _ in range(400):  # bounded: 20 s
+            text = marks.read_text() if marks.exists() else ""
+            if text.count("start ") > text.count("done ") + 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no task was running")
+        worker.kill()
+        killed = marks.read_text()
+        in_flight = {ln.split()[1] for ln in killed.splitlines() if ln.startswith("start")}
+        in_flight -= {ln.split()[1] for ln in killed.splitlines() if ln.startswith("done")}
+        assert in_flight
+        worker.start()
+        import redis
+
+        client = redis.Redis.from_url(env["DURABLE_REDIS_URL"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = [client.hget(f"{env['DURABLE_QUEUE']}:task:{i}", "state") for i in ids]
+            if all(s in (b"succeeded", b"failed") for s in states):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"not all tasks finished within 60 s: {states}")
+        client.close()
+        worker.terminate()
+    finally:
+        kill_group(server)
+    logged = outcomes(worker.records())
+    assert sorted(logged) == sorted(ids)
+    assert all(len(v) == 1 for v in logged.values()), logged
+    assert sorted(v[0]["event"] for v in logged.values()) == (
+        ["task:failed"] * 3 + ["task:succeeded"] * 40
+    )
+    done = {ln.split()[1] for ln in marks.read_text().splitlines() if ln.startswith("done")}
+    assert in_flight <= done  # the killed ones ran again, to the end
+    failures = subprocess.run(
+        [sys.executable, "-m", "supervisor", "failures", "--json", str(worker.log)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert failures.returncode == 1, failures.stderr
+    (group,) = [json.loads(line) for line in failures.stdout.splitlines()]
+    assert (group["task_name"], group["error_type"], group["count"]) == (
+        "boom", "ValueError", 3,
+    )  # fmt: skip
