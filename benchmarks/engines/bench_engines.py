@@ -39,8 +39,6 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _marks import RECORD  # noqa: E402
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -52,15 +50,27 @@ def free_port() -> int:
 def redis_server() -> Any:
     port = free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--daemonize", "no"],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=0.2),
             ):
                 break
             time.sleep(0.05)
@@ -87,13 +97,19 @@ def count(marks: Path, kind: str = "done") -> int:
     return sum(1 for line in lines(marks) if line.startswith(kind + " "))
 
 
-def start_worker(engine: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    engine: str, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
     mod = importlib.import_module(f"eng_{engine}")
     argv = list(mod.WORKER)
     argv[0] = str(Path(sys.executable).with_name(argv[0]))
     return subprocess.Popen(
-        argv, cwd=HERE, env=env, start_new_session=True,
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        argv,
+        cwd=HERE,
+        env=env,
+        start_new_session=True,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -125,11 +141,18 @@ async def produce(engine: str, func: str, tokens: list[str]) -> float:
         return time.perf_counter() - start
 
 
-def run_engine(engine: str, url: str, n: int, kill_wait: float, tuned: bool) -> dict[str, Any]:
+def run_engine(
+    engine: str, url: str, n: int, kill_wait: float, tuned: bool
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{engine}-"))
     marks = tmp / "marks"
-    env = {**os.environ, "BENCH_REDIS_URL": url, "BENCH_MARKS": str(marks),
-           "BENCH_TUNED": "1" if tuned else "0", "PYTHONPATH": str(HERE)}
+    env = {
+        **os.environ,
+        "BENCH_REDIS_URL": url,
+        "BENCH_MARKS": str(marks),
+        "BENCH_TUNED": "1" if tuned else "0",
+        "PYTHONPATH": str(HERE),
+    }
     os.environ.update(env)
     out: dict[str, Any] = {"engine": engine}
     flush(url)
@@ -146,8 +169,12 @@ def run_engine(engine: str, url: str, n: int, kill_wait: float, tuned: bool) -> 
         enqueue = asyncio.run(produce(engine, "noop", [str(i) for i in range(n)]))
         done = wait_for(lambda: count(marks) >= n, 120)
         total = time.perf_counter() - start
-        out.update(enqueue_s=round(enqueue, 3), total_s=round(total, 3),
-                   completed=count(marks), tasks_per_s=round(n / total) if done else None)
+        out.update(
+            enqueue_s=round(enqueue, 3),
+            total_s=round(total, 3),
+            completed=count(marks),
+            tasks_per_s=round(n / total) if done else None,
+        )
         marks.unlink(missing_ok=True)
         # Kill test.
         asyncio.run(produce(engine, "slow", ["victim"]))
@@ -162,8 +189,10 @@ def run_engine(engine: str, url: str, n: int, kill_wait: float, tuned: bool) -> 
         if again is None:
             out["kill"] = f"lost (not run again within {kill_wait:.0f} s)"
         else:
-            out["kill"] = (f"redelivered: done {time.monotonic() - killed_at:.1f} s "
-                           f"after the kill ({starts} starts)")
+            out["kill"] = (
+                f"redelivered: done {time.monotonic() - killed_at:.1f} s "
+                f"after the kill ({starts} starts)"
+            )
     finally:
         stop_worker(worker)
     return out
@@ -172,16 +201,22 @@ def run_engine(engine: str, url: str, n: int, kill_wait: float, tuned: bool) -> 
 def trio_producer(engine: str, url: str) -> str:
     """Can the engine's own producer enqueue from a trio program?"""
     code = (
-        "import sys, trio; sys.path.insert(0, %r)\n"
-        "import eng_%s as m\n"
+        f"import sys, trio; sys.path.insert(0, {str(HERE)!r})\n"
+        f"import eng_{engine} as m\n"
         "async def main():\n"
         "    async with m.Producer() as p:\n"
         "        await p.send('noop', 'trio')\n"
-        "trio.run(main)\n" % (str(HERE), engine)
+        "trio.run(main)\n"
     )
     env = {**os.environ, "BENCH_REDIS_URL": url, "BENCH_MARKS": os.devnull}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if proc.returncode == 0:
         return "works"
     last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?"

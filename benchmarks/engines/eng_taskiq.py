@@ -13,9 +13,7 @@ from taskiq_redis import RedisStreamBroker
 # A message read but not acknowledged is claimed by another reader once it
 # has been idle idle_timeout ms (default 10 minutes); taskiq's worker acks
 # after the result is saved (--ack-type when_saved, the default).
-broker = RedisStreamBroker(
-    redis_url(), idle_timeout=5000 if tuned() else 600_000
-)
+broker = RedisStreamBroker(redis_url(), idle_timeout=5000 if tuned() else 600_000)
 
 
 @broker.task(task_name="noop")

@@ -12,4 +12,10 @@ from __future__ import annotations
 from ._queue import DurableOptions, DurableQueue, DurableRecord, DurableSpawner
 from ._worker import Worker
 
-__all__ = ["DurableOptions", "DurableQueue", "DurableRecord", "DurableSpawner", "Worker"]
+__all__ = [
+    "DurableOptions",
+    "DurableQueue",
+    "DurableRecord",
+    "DurableSpawner",
+    "Worker",
+]

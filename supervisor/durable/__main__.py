@@ -20,6 +20,8 @@ from typing import Any
 
 import anyio
 
+from supervisor.logs import configure_logging
+
 from ._queue import DurableQueue
 from ._worker import Worker
 
@@ -33,7 +35,9 @@ def load(spec: str) -> DurableQueue:
     for part in attr.split("."):
         found = getattr(found, part)
     if not isinstance(found, DurableQueue):
-        raise SystemExit(f"{spec!r} is {found!r}, not a supervisor.durable.DurableQueue")
+        raise SystemExit(
+            f"{spec!r} is {found!r}, not a supervisor.durable.DurableQueue"
+        )
     return found
 
 
@@ -68,8 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     queue = load(args.queue)
     if not args.no_configure_logging:
-        from supervisor.logs import configure_logging
-
         stream = open(args.log_file, "a", buffering=1) if args.log_file else None  # noqa: SIM115
         configure_logging(level=args.log_level, stream=stream)
     worker = Worker(

@@ -19,25 +19,26 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import attrs
 from redis.asyncio import Redis
 
 from supervisor import Retry, TaskState
+
 from ._bridge import Bridge
 from ._wire import encode_message
 
 __all__ = ["DurableOptions", "DurableQueue", "DurableRecord"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 GROUP = "supervisor"  # the Redis consumer group every worker of a queue joins
 
 
 def _utc(value: Any) -> datetime | None:
-    return None if value in (None, b"", "") else datetime.fromtimestamp(float(value), UTC)
+    return (
+        None if value in (None, b"", "") else datetime.fromtimestamp(float(value), UTC)
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -88,7 +89,7 @@ class DurableRecord:
 def _exception_name(cls: type[BaseException]) -> str:
     name = f"{cls.__module__}.{cls.__qualname__}"
     try:
-        found = importlib.import_module(cls.__module__)
+        found: Any = importlib.import_module(cls.__module__)
         for part in cls.__qualname__.split("."):
             found = getattr(found, part)
     except (ImportError, AttributeError):
@@ -181,7 +182,7 @@ class DurableQueue:
 
     # -- registry ----------------------------------------------------------
 
-    def task(self, func: F | None = None, /, *, name: str | None = None) -> Any:
+    def task(self, func: Any = None, /, *, name: str | None = None) -> Any:
         """Register ``func`` under ``name`` (default: its ``__qualname__``).
 
         Use as ``@queue.task`` or ``@queue.task(name="send_email")``. Workers
@@ -189,7 +190,7 @@ class DurableQueue:
         says, so a message cannot make a worker run arbitrary code.
         """
 
-        def register(fn: F) -> F:
+        def register(fn: Any) -> Any:
             if not callable(fn):
                 raise TypeError(f"queue.task registers a function, got {fn!r}")
             key = name or fn.__qualname__
@@ -314,7 +315,7 @@ class DurableQueue:
         if key is not None:
             key_name = f"{self.name}:key:{key}"
             if not await redis.set(key_name, record.task_id, nx=True, ex=ttl):
-                existing = await redis.get(key_name)
+                existing: Any = await redis.get(key_name)
                 if existing is not None:
                     found = await self._read(redis, existing.decode())
                     if found is not None:
@@ -338,7 +339,7 @@ class DurableQueue:
         return await self._bridge.run(lambda: self._read(redis, task_id))
 
     async def _read(self, redis: Redis, task_id: str) -> DurableRecord | None:
-        raw = await redis.hgetall(self.record_key(task_id))
+        raw: Any = await redis.hgetall(self.record_key(task_id))
         return DurableRecord.from_hash(task_id, raw) if raw else None
 
     async def wait(

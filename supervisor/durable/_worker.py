@@ -160,12 +160,12 @@ class Worker:
             try:
                 if time.monotonic() - last_claim > queue.idle_timeout / 2:
                     last_claim = time.monotonic()
-                    claimed = await redis.xautoclaim(
+                    claimed: Any = await redis.xautoclaim(
                         queue.name, GROUP, self.consumer, idle_ms, "0-0", count=1
                     )
                     entries = claimed[1]
                 if not entries:
-                    fetched = await redis.xreadgroup(
+                    fetched: Any = await redis.xreadgroup(
                         GROUP, self.consumer, {queue.name: ">"}, count=1, block=250
                     )
                     entries = fetched[0][1] if fetched else []
@@ -201,13 +201,14 @@ class Worker:
             slots.release()
 
     async def _finish(self, msg_id: bytes, task_id: str, **record: Any) -> None:
+        mapping: Any = record
         redis = self._redis
         assert redis is not None
         key = self.queue.record_key(task_id)
         with anyio.CancelScope(shield=True):
             async with redis.pipeline(transaction=True) as pipe:
                 if record:
-                    pipe.hset(key, mapping=record)
+                    pipe.hset(key, mapping=mapping)
                     pipe.expire(key, int(self.queue.ttl))
                 pipe.xack(self.queue.name, GROUP, msg_id)
                 await pipe.execute()

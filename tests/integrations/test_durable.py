@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from supervisor import Retry, TaskState
@@ -136,7 +137,9 @@ def queue(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     return q
 
 
-async def test_results_failures_retries_and_timeouts(queue: Any, worker: Worker) -> None:
+async def test_results_failures_retries_and_timeouts(
+    queue: Any, worker: Worker
+) -> None:
     """A worker process runs sent tasks; any process reads the outcomes."""
     import durable_app
 
@@ -220,7 +223,8 @@ async def test_idempotency_key_runs_once(queue: Any, worker: Worker, env: Any) -
     assert late.task_id == first.task_id
     assert late.state is TaskState.SUCCEEDED
     worker.terminate()
-    assert Path(env["DURABLE_MARKS"]).read_text().splitlines() == ["add 20 22"]
+    marks = await anyio.Path(env["DURABLE_MARKS"]).read_text()
+    assert marks.splitlines() == ["add 20 22"]
 
 
 def test_kill_9_mid_run_every_task_accounted_once(
@@ -231,8 +235,8 @@ def test_kill_9_mid_run_every_task_accounted_once(
 
     port = free_port()
     server = subprocess.Popen(
-        uvicorn_command("durable_app:app", port)[:-4] + ["--app-dir", str(HERE),
-                                                         "--lifespan", "on"],
+        [*uvicorn_command("durable_app:app", port)[:-4],
+         "--app-dir", str(HERE), "--lifespan", "on"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
@@ -250,7 +254,12 @@ def test_kill_9_mid_run_every_task_accounted_once(
             for batch in range(4):
                 ids += http.post(
                     "/enqueue",
-                    json={"kind": "nap", "n": 10, "prefix": f"b{batch}-", "seconds": 1.0},
+                    json={
+                        "kind": "nap",
+                        "n": 10,
+                        "prefix": f"b{batch}-",
+                        "seconds": 1.0,
+                    },
                 ).json()["ids"]
             ids += http.post("/enqueue", json={"kind": "boom", "n": 3}).json()["ids"]
         # Kill once some tasks are mid-run (started, not done).
@@ -263,8 +272,12 @@ def test_kill_9_mid_run_every_task_accounted_once(
             pytest.fail("no task was running")
         worker.kill()
         killed = marks.read_text()
-        in_flight = {ln.split()[1] for ln in killed.splitlines() if ln.startswith("start")}
-        in_flight -= {ln.split()[1] for ln in killed.splitlines() if ln.startswith("done")}
+        in_flight = {
+            ln.split()[1] for ln in killed.splitlines() if ln.startswith("start")
+        }
+        in_flight -= {
+            ln.split()[1] for ln in killed.splitlines() if ln.startswith("done")
+        }
         assert in_flight
         worker.start()
         import redis
@@ -272,7 +285,9 @@ def test_kill_9_mid_run_every_task_accounted_once(
         client = redis.Redis.from_url(env["DURABLE_REDIS_URL"])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            states = [client.hget(f"{env['DURABLE_QUEUE']}:task:{i}", "state") for i in ids]
+            states = [
+                client.hget(f"{env['DURABLE_QUEUE']}:task:{i}", "state") for i in ids
+            ]
             if all(s in (b"succeeded", b"failed") for s in states):
                 break
             time.sleep(0.1)
@@ -288,11 +303,13 @@ def test_kill_9_mid_run_every_task_accounted_once(
     assert sorted(v[0]["event"] for v in logged.values()) == (
         ["task:failed"] * 3 + ["task:succeeded"] * 40
     )
-    done = {ln.split()[1] for ln in marks.read_text().splitlines() if ln.startswith("done")}
+    done = {
+        ln.split()[1] for ln in marks.read_text().splitlines() if ln.startswith("done")
+    }
     assert in_flight <= done  # the killed ones ran again, to the end
     failures = subprocess.run(
         [sys.executable, "-m", "supervisor", "failures", "--json", str(worker.log)],
-        capture_output=True, text=True, timeout=60,
+        check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert failures.returncode == 1, failures.stderr
     (group,) = [json.loads(line) for line in failures.stdout.splitlines()]
