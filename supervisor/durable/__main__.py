@@ -26,14 +26,24 @@ from ._queue import DurableQueue
 from ._worker import Worker
 
 
-def load(spec: str) -> DurableQueue:
+def load(spec: str, what: str = "APP:QUEUE") -> Any:
+    """Import ``module:attribute`` (from the current directory too)."""
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
-        raise SystemExit(f"expected APP:QUEUE as module:attribute, got {spec!r}")
-    sys.path.insert(0, ".")
-    found: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        found = getattr(found, part)
+        raise SystemExit(f"expected {what} as module:attribute, got {spec!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        found: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"cannot load {what} {spec!r}: {exc}") from None
+    return found
+
+
+def load_queue(spec: str) -> DurableQueue:
+    found = load(spec)
     if not isinstance(found, DurableQueue):
         raise SystemExit(
             f"{spec!r} is {found!r}, not a supervisor.durable.DurableQueue"
@@ -51,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-file", default=None, help="append JSON lines here")
     worker.add_argument("--log-level", default="INFO")
     worker.add_argument("--no-configure-logging", action="store_true")
+    worker.add_argument(
+        "--on-event",
+        metavar="MODULE:HANDLER",
+        help="the worker supervisor's on_event(event_name, data) handler",
+    )
     return parser
 
 
@@ -70,12 +85,18 @@ async def serve(worker: Worker) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    queue = load(args.queue)
+    queue = load_queue(args.queue)
+    options: dict[str, Any] = {}
+    if args.on_event:
+        options["on_event"] = load(args.on_event, "--on-event")
     if not args.no_configure_logging:
         stream = open(args.log_file, "a", buffering=1) if args.log_file else None  # noqa: SIM115
         configure_logging(level=args.log_level, stream=stream)
     worker = Worker(
-        queue, concurrency=args.concurrency, shutdown_timeout=args.shutdown_timeout
+        queue,
+        concurrency=args.concurrency,
+        shutdown_timeout=args.shutdown_timeout,
+        supervisor_options=options,
     )
     anyio.run(serve, worker, backend="asyncio")
     return 0

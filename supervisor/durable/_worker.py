@@ -23,6 +23,7 @@ it still runs. Here:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -149,35 +150,43 @@ class Worker:
     async def _read(
         self, sup: Supervisor, slots: anyio.Semaphore, watchers: anyio.abc.TaskGroup
     ) -> None:
+        """Fetch as many messages as there are free slots: reclaimed ones first."""
         redis = self._redis
         assert redis is not None
         queue = self.queue
         idle_ms = max(1, int(queue.idle_timeout * 1000))
-        last_claim = -math.inf
+        next_claim = -math.inf
         while True:
             await slots.acquire()
+            free = 1
+            with contextlib.suppress(anyio.WouldBlock):
+                while free < self.concurrency:
+                    slots.acquire_nowait()
+                    free += 1
             entries: list[Any] = []
             try:
-                if time.monotonic() - last_claim > queue.idle_timeout / 2:
-                    last_claim = time.monotonic()
+                if time.monotonic() >= next_claim:
                     claimed: Any = await redis.xautoclaim(
-                        queue.name, GROUP, self.consumer, idle_ms, "0-0", count=1
+                        queue.name, GROUP, self.consumer, idle_ms, "0-0", count=free
                     )
-                    entries = claimed[1]
+                    entries = [e for e in claimed[1] if e[0] not in self._inflight]
+                    # A full batch may mean more are waiting: look again at once.
+                    if len(claimed[1]) < free:
+                        next_claim = time.monotonic() + queue.idle_timeout / 2
                 if not entries:
                     fetched: Any = await redis.xreadgroup(
-                        GROUP, self.consumer, {queue.name: ">"}, count=1, block=250
+                        GROUP, self.consumer, {queue.name: ">"}, count=free, block=250
                     )
                     entries = fetched[0][1] if fetched else []
             except BaseException:
-                slots.release()
+                for _ in range(free):
+                    slots.release()
                 raise
-            if not entries:
+            for _ in range(free - len(entries)):
                 slots.release()
-                continue
-            msg_id, fields = entries[0]
-            self._inflight.add(msg_id)
-            watchers.start_soon(self._handle, sup, slots, msg_id, fields)
+            for msg_id, fields in entries:
+                self._inflight.add(msg_id)
+                watchers.start_soon(self._handle, sup, slots, msg_id, fields)
 
     async def _heartbeat(self, scope: anyio.CancelScope) -> None:
         redis = self._redis
@@ -230,7 +239,11 @@ class Worker:
             await self._finish(msg_id, "invalid")
             return
         key = queue.record_key(task_id)
-        state = await redis.hget(key, "state")
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, "state")
+            pipe.hincrby(key, "deliveries", 1)
+            pipe.expire(key, int(queue.ttl))
+            state, deliveries, _ = await pipe.execute()
         if state in (b"succeeded", b"failed", b"cancelled"):
             safe_log(
                 _logger, "info", "durable:duplicate", queue=queue.name,
@@ -238,7 +251,6 @@ class Worker:
             )  # fmt: skip
             await self._finish(msg_id, task_id)
             return
-        deliveries = await redis.hincrby(key, "deliveries", 1)
         name = labels.get("nursery_name") or task_name
         func: Callable[..., Any] | None = queue.functions.get(task_name)
         problem = None

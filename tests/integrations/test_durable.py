@@ -81,6 +81,16 @@ class Worker:
             stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
         err.close()
+        for _ in range(300):  # bounded: 15 s
+            if any(r.get("event") == "durable:worker_started" for r in self.records()):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        pytest.fail(
+            f"worker did not start:\n{self.log.with_suffix('.err').read_text()}"
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -98,7 +108,9 @@ class Worker:
     def records(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
+        # The part after the last newline may be a line still being written.
+        complete = self.log.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in complete if line]
 
 
 @pytest.fixture
