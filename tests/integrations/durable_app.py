@@ -68,6 +68,11 @@ async def nap(token: str, seconds: float) -> str:
     return token
 
 
+def on_event(name: str, data: dict[str, object]) -> None:
+    """The worker's ``--on-event`` handler in the tests: events become marks."""
+    _mark(f"event {name} {data['task_id']}")
+
+
 async def enqueue(request: Request) -> JSONResponse:
     body = await request.json()
     ids = []

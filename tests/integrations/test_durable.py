@@ -70,13 +70,20 @@ class Worker:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.args: list[str] = []
+
+    def restart(self, *args: str) -> None:
+        """Stop this worker (SIGKILL) and start one with extra options."""
+        self.kill()
+        self.args = list(args)
+        self.start()
 
     def start(self) -> None:
         err = self.log.with_suffix(".err").open("ab")  # closed here; the child keeps it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor.durable", "worker", "durable_app:queue",
              "--log-file", str(self.log), "--shutdown-timeout", "2",
-             "--log-level", "DEBUG"],
+             "--log-level", "DEBUG", *self.args],
             cwd=HERE, env=self.env, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
@@ -328,3 +335,123 @@ def test_kill_9_mid_run_every_task_accounted_once(
     assert (group["task_name"], group["error_type"], group["count"]) == (
         "boom", "ValueError", 3,
     )  # fmt: skip
+
+
+def _lines(path: str) -> list[str]:
+    return Path(path).read_text().splitlines() if Path(path).exists() else []
+
+
+def _poll(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # bounded by the deadline
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"not within {timeout} s: {what}")
+
+
+def test_sigterm_drains_then_cancels_and_the_cancelled_run_again(
+    env: dict[str, str], worker: Worker
+) -> None:
+    """SIGTERM: a short task finishes in the drain, a long one runs again later."""
+    import redis
+
+    worker.restart("--shutdown-timeout", "1.5")
+    sys.path.insert(0, str(HERE))
+    import durable_app
+
+    async def send() -> tuple[str, str]:
+        from supervisor.durable import DurableQueue
+
+        q = DurableQueue(env["DURABLE_REDIS_URL"], name=env["DURABLE_QUEUE"])
+        q.task(durable_app.nap)
+        async with q:
+            short = await q.spawn(durable_app.nap, "short", 0.5)
+            long = await q.spawn(durable_app.nap, "long", 3.0)
+        return short.task_id, long.task_id
+
+    short, long = anyio.run(send)
+    marks = env["DURABLE_MARKS"]
+    _poll(lambda: {"start short", "start long"} <= set(_lines(marks)), 15, "both ran")
+    began = time.monotonic()
+    worker.terminate()
+    assert time.monotonic() - began < 1.5 + 3.0
+    client = redis.Redis.from_url(env["DURABLE_REDIS_URL"])
+    key = f"{env['DURABLE_QUEUE']}:task:"
+    assert client.hget(key + short, "state") == b"succeeded"
+    assert client.hget(key + long, "state") == b"pending"
+    (cancelled,) = [r for r in worker.records() if r["event"] == "task:cancelled"]
+    assert cancelled["task_id"] == long
+    worker.start()
+    _poll(lambda: client.hget(key + long, "state") == b"succeeded", 20, "long rerun")
+    assert client.hget(key + long, "deliveries") == b"2"
+    assert _lines(marks).count("done long") == 1
+    assert _lines(marks).count("done short") == 1
+    client.close()
+
+
+def test_concurrency_limit_and_events(env: dict[str, str], worker: Worker) -> None:
+    """--concurrency bounds running tasks; --on-event gets every task:* event."""
+    worker.restart("--concurrency", "2", "--on-event", "durable_app:on_event")
+    sys.path.insert(0, str(HERE))
+    import durable_app
+
+    async def send() -> list[str]:
+        from supervisor.durable import DurableQueue
+
+        q = DurableQueue(env["DURABLE_REDIS_URL"], name=env["DURABLE_QUEUE"])
+        q.task(durable_app.nap)
+        async with q:
+            records = [await q.spawn(durable_app.nap, f"n{i}", 0.2) for i in range(6)]
+            for r in records:
+                await q.wait(r.task_id, timeout=30)
+        return [r.task_id for r in records]
+
+    ids = anyio.run(send)
+    running = peak = 0
+    for line in _lines(env["DURABLE_MARKS"]):
+        running += line.startswith("start ") - line.startswith("done ")
+        peak = max(peak, running)
+    assert peak == 2
+    events = [
+        ln.split()[1:] for ln in _lines(env["DURABLE_MARKS"]) if ln.startswith("event")
+    ]
+    for task_id in ids:
+        assert [e for e, i in events if i == task_id] == [
+            "task:started",
+            "task:succeeded",
+        ]
+
+
+def test_bad_unknown_duplicate_and_poison_messages(
+    env: dict[str, str], worker: Worker
+) -> None:
+    """Messages the worker must not run are stored as such and acknowledged."""
+    import redis
+
+    client = redis.Redis.from_url(env["DURABLE_REDIS_URL"])
+    queue, key = env["DURABLE_QUEUE"], f"{env['DURABLE_QUEUE']}:task:"
+
+    def message(task_id: str, task: str, *args: Any) -> None:
+        body = {"task_id": task_id, "task_name": task, "labels": {},
+                "labels_types": None, "args": list(args), "kwargs": {}}  # fmt: skip
+        client.xadd(queue, {b"data": json.dumps(body).encode()})
+
+    client.hset(key + "dup", mapping={"name": "add", "state": "succeeded"})
+    client.hset(key + "poison", mapping={"name": "add", "deliveries": 5})
+    client.xadd(queue, {b"data": b"not json"})
+    message("unknown", "no_such_task")
+    message("dup", "add", 1, 2)
+    message("poison", "add", 3, 4)
+    message("fine", "add", 5, 6)
+    _poll(lambda: client.hget(key + "fine", "state") == b"succeeded", 20, "fine ran")
+    _poll(lambda: client.xpending(queue, "supervisor")["pending"] == 0, 10, "all acked")
+    assert client.hget(key + "unknown", "error_type") == b"UnknownTask"
+    assert client.hget(key + "poison", "error_type") == b"TooManyDeliveries"
+    assert client.hget(key + "dup", "state") == b"succeeded"
+    assert _lines(env["DURABLE_MARKS"]) == ["add 5 6"]
+    client.close()
+    worker.terminate()
+    events = [r["event"] for r in worker.records()]
+    assert "durable:bad_message" in events
+    assert "durable:duplicate" in events
