@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import attrs
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from supervisor import Retry, TaskState
 
@@ -43,6 +44,24 @@ def _utc(value: Any) -> datetime | None:
 
 def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# One round trip, atomic: the record, its expiry and the stream entry (and,
+# with an idempotency key, the key) are written together or not at all; a
+# live key returns the id of the task it already names.
+_ENQUEUE = """
+if KEYS[3] then
+  local existing = redis.call('GET', KEYS[3])
+  if existing and redis.call('EXISTS', ARGV[6] .. existing) == 1 then
+    return existing
+  end
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'name', ARGV[2], 'state', 'pending', 'created_at', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('XADD', KEYS[2], '*', 'data', ARGV[5])
+return false
+"""
 
 
 @attrs.frozen
@@ -179,6 +198,7 @@ class DurableQueue:
     _names: dict[Callable[..., Any], str] = attrs.field(factory=dict, init=False)
     _redis: Redis | None = attrs.field(default=None, init=False)
     _bridge: Bridge = attrs.field(factory=Bridge, init=False)
+    _sha: str | None = attrs.field(default=None, init=False)
 
     # -- registry ----------------------------------------------------------
 
@@ -311,25 +331,33 @@ class DurableQueue:
     async def _enqueue(
         self, redis: Redis, record: DurableRecord, message: bytes, key: str | None
     ) -> DurableRecord:
-        ttl = int(self.ttl)
-        if key is not None:
-            key_name = f"{self.name}:key:{key}"
-            if not await redis.set(key_name, record.task_id, nx=True, ex=ttl):
-                existing: Any = await redis.get(key_name)
-                if existing is not None:
-                    found = await self._read(redis, existing.decode())
-                    if found is not None:
-                        return found
         now = time.time()
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self.record_key(record.task_id),
-                mapping={"name": record.name, "state": "pending", "created_at": now},
+        keys = [self.record_key(record.task_id), self.name]
+        if key is not None:
+            keys.append(f"{self.name}:key:{key}")
+        args = [record.task_id, record.name, now, int(self.ttl), message]
+        argv: list[Any] = [*keys, *args, self.record_key("")]
+        try:
+            existing: Any = await redis.evalsha(
+                await self._script_sha(redis), len(keys), *argv
             )
-            pipe.expire(self.record_key(record.task_id), ttl)
-            pipe.xadd(self.name, {b"data": message})
-            await pipe.execute()
+        except NoScriptError:  # Redis restarted and forgot the script
+            self._sha = None
+            existing = await redis.evalsha(
+                await self._script_sha(redis), len(keys), *argv
+            )
+        if existing is not None:
+            found = await self._read(redis, existing.decode())
+            if found is not None:
+                return found
         return attrs.evolve(record, created_at=_utc(now))
+
+    async def _script_sha(self, redis: Redis) -> str:
+        # Loaded once and called by its hash; a restarted Redis forgets it,
+        # which _enqueue answers by loading it again.
+        if self._sha is None:
+            self._sha = str(await redis.script_load(_ENQUEUE))
+        return self._sha
 
     # -- reading -------------------------------------------------------------
 

@@ -35,7 +35,7 @@ import anyio
 import attrs
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from supervisor import Retry, Supervisor, TaskCancelled, TaskFailed
 from supervisor._events import safe_log
@@ -46,6 +46,19 @@ from ._wire import json_or_error
 __all__ = ["Worker"]
 
 _logger = structlog.get_logger("supervisor.durable")
+
+# Returns the record's state before this delivery and the delivery count; a
+# record without an outcome becomes "running" in the same step.
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+  return {state, 0}
+end
+local n = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {state or false, n}
+"""
 
 
 def _exception_class(name: str) -> type[BaseException]:
@@ -94,6 +107,7 @@ class Worker:
     _inflight: set[bytes] = attrs.field(factory=set, init=False)
     _stop: anyio.Event = attrs.field(factory=anyio.Event, init=False)
     supervisor: Supervisor | None = attrs.field(default=None, init=False)
+    _claim_sha: str | None = attrs.field(default=None, init=False)
 
     def stop(self) -> None:
         """Ask the worker to stop reading, drain, then cancel (as on SIGTERM)."""
@@ -222,6 +236,19 @@ class Worker:
                 pipe.xack(self.queue.name, GROUP, msg_id)
                 await pipe.execute()
 
+    async def _claim(self, key: str, now: float, ttl: int) -> tuple[Any, int]:
+        """Mark the record running (one round trip) unless it has an outcome."""
+        redis = self._redis
+        assert redis is not None
+        if self._claim_sha is None:
+            self._claim_sha = str(await redis.script_load(_CLAIM))
+        try:
+            found: Any = await redis.evalsha(self._claim_sha, 1, key, now, ttl)
+        except NoScriptError:  # Redis restarted and forgot the script
+            self._claim_sha = None
+            return await self._claim(key, now, ttl)
+        return found[0], int(found[1])
+
     async def _handle_one(self, sup: Supervisor, msg_id: bytes, fields: Any) -> None:
         redis = self._redis
         assert redis is not None
@@ -239,11 +266,7 @@ class Worker:
             await self._finish(msg_id, "invalid")
             return
         key = queue.record_key(task_id)
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hget(key, "state")
-            pipe.hincrby(key, "deliveries", 1)
-            pipe.expire(key, int(queue.ttl))
-            state, deliveries, _ = await pipe.execute()
+        state, deliveries = await self._claim(key, time.time(), int(queue.ttl))
         if state in (b"succeeded", b"failed", b"cancelled"):
             safe_log(
                 _logger, "info", "durable:duplicate", queue=queue.name,
@@ -297,7 +320,6 @@ class Worker:
                 error_type=type(exc).__name__, completed_at=time.time(),
             )  # fmt: skip
             return
-        await redis.hset(key, mapping={"state": "running", "started_at": time.time()})
         try:
             result = await task.wait()
         except TaskCancelled:

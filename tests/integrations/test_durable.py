@@ -455,3 +455,51 @@ def test_bad_unknown_duplicate_and_poison_messages(
     events = [r["event"] for r in worker.records()]
     assert "durable:bad_message" in events
     assert "durable:duplicate" in events
+
+
+async def test_options_and_registry_refuse_bad_values() -> None:
+    """Bad options and clashing names fail at the call, saying what to pass."""
+    from supervisor.durable import DurableQueue
+
+    q = DurableQueue("redis://127.0.0.1:1/0", name="unused")
+
+    @q.task(name="job")
+    async def job() -> None: ...
+
+    async def other() -> None: ...
+
+    with pytest.raises(ValueError, match="already registered as 'job'"):
+        q.task(other, name="job")
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        q.options(timeout=0)
+    with pytest.raises(TypeError, match=r"supervisor\.Retry"):
+        q.options(retry=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="idempotency_key must be a non-empty str"):
+        q.options(idempotency_key="")
+    with pytest.raises(RuntimeError, match="is not open"):
+        await q.get("x")
+
+
+async def test_unknown_ids(queue: Any) -> None:
+    """An id nobody sent: get() is None, wait() says it was never sent."""
+    async with queue:
+        assert await queue.get("never-sent") is None
+        with pytest.raises(LookupError, match="never sent"):
+            await queue.wait("never-sent", timeout=5)
+
+
+async def test_redis_forgetting_scripts_is_survived(
+    queue: Any, worker: Worker, env: dict[str, str]
+) -> None:
+    """After SCRIPT FLUSH (as after a Redis restart) both sides load them again."""
+    import durable_app
+    import redis
+
+    async with queue:
+        first = await queue.spawn(durable_app.add, 1, 1)
+        assert (await queue.wait(first.task_id, timeout=30)).result == 2
+        client = redis.Redis.from_url(env["DURABLE_REDIS_URL"])
+        client.script_flush()
+        client.close()
+        second = await queue.spawn(durable_app.add, 2, 2)
+        assert (await queue.wait(second.task_id, timeout=30)).result == 4
