@@ -23,6 +23,7 @@ it still runs. Here:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import json
@@ -97,7 +98,9 @@ class Worker:
     client); the task functions themselves may be anyio code.
     """
 
-    queue: DurableQueue
+    queue: DurableQueue = attrs.field(
+        validator=attrs.validators.instance_of(DurableQueue)
+    )
     concurrency: int = 10
     shutdown_timeout: float = 10.0
     max_deliveries: int = 5
@@ -105,17 +108,40 @@ class Worker:
     consumer: str = attrs.field(factory=lambda: f"worker-{time.time_ns():x}")
     _redis: Redis | None = attrs.field(default=None, init=False)
     _inflight: set[bytes] = attrs.field(factory=set, init=False)
-    _stop: anyio.Event = attrs.field(factory=anyio.Event, init=False)
+    # The event exists only inside run() (it belongs to the running loop);
+    # the flag lets stop() come before run().
+    _stop: anyio.Event | None = attrs.field(default=None, init=False)
+    _stopping: bool = attrs.field(default=False, init=False)
     supervisor: Supervisor | None = attrs.field(default=None, init=False)
     _claim_sha: str | None = attrs.field(default=None, init=False)
 
+    def __attrs_post_init__(self) -> None:
+        for field in ("concurrency", "max_deliveries"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field} must be an int >= 1, got {value!r}")
+
     def stop(self) -> None:
         """Ask the worker to stop reading, drain, then cancel (as on SIGTERM)."""
-        self._stop.set()
+        self._stopping = True
+        if self._stop is not None:
+            self._stop.set()
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`stop`; ``task_status.started()`` once consuming."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "supervisor.durable.Worker runs on asyncio only (redis-py's asyncio "
+                "client); run it as its own process with `python -m "
+                "supervisor.durable worker APP:QUEUE`, or under anyio.run(..., "
+                'backend="asyncio")'
+            ) from None
         queue = self.queue
+        self._stop = stop = anyio.Event()
+        if self._stopping:
+            stop.set()
         redis = Redis.from_url(queue.url)
         self._redis = redis
         try:
@@ -148,7 +174,7 @@ class Worker:
                             queue=queue.name, consumer=self.consumer,
                             concurrency=self.concurrency,
                         )  # fmt: skip
-                        await self._stop.wait()
+                        await stop.wait()
                         loops.cancel_scope.cancel()
                 finally:
                     report = await sup.shutdown()

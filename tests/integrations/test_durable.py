@@ -503,3 +503,28 @@ async def test_redis_forgetting_scripts_is_survived(
         client.close()
         second = await queue.spawn(durable_app.add, 2, 2)
         assert (await queue.wait(second.task_id, timeout=30)).result == 4
+
+
+async def test_worker_hosted_in_our_task_group(
+    queue: Any, anyio_backend_name: str
+) -> None:
+    """Worker.run inside an app's own task group; trio gets a clear refusal."""
+    import anyio
+    import durable_app
+
+    from supervisor.durable import Worker
+
+    worker = Worker(queue, concurrency=3)
+    if anyio_backend_name == "trio":
+        with pytest.raises(RuntimeError, match="asyncio only"):
+            await worker.run()
+        return
+    async with queue, anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        record = await queue.spawn(durable_app.add, 4, 5)
+        assert (await queue.wait(record.task_id, timeout=30)).result == 9
+        assert worker.supervisor is not None
+        assert worker.supervisor.stats().succeeded == 1
+        worker.stop()
+    with pytest.raises(ValueError, match="concurrency must be an int >= 1"):
+        Worker(queue, concurrency=0)
