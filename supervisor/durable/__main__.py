@@ -51,12 +51,28 @@ def load_queue(spec: str) -> DurableQueue:
     return found
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m supervisor.durable")
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="run a DurableQueue's tasks")
     worker.add_argument("queue", metavar="APP:QUEUE")
-    worker.add_argument("--concurrency", type=int, default=10)
+    worker.add_argument("--concurrency", type=positive_int, default=10)
+    worker.add_argument(
+        "--max-deliveries",
+        type=positive_int,
+        default=5,
+        help="fail a task delivered this many times without finishing",
+    )
     worker.add_argument("--shutdown-timeout", type=float, default=10.0)
     worker.add_argument("--log-file", default=None, help="append JSON lines here")
     worker.add_argument("--log-level", default="INFO")
@@ -96,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         queue,
         concurrency=args.concurrency,
         shutdown_timeout=args.shutdown_timeout,
+        max_deliveries=args.max_deliveries,
         supervisor_options=options,
     )
     anyio.run(serve, worker, backend="asyncio")

@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 import attrs
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
@@ -103,6 +104,20 @@ class DurableRecord:
             started_at=_utc(get("started_at")),
             completed_at=_utc(get("completed_at")),
         )
+
+
+def _log_context() -> dict[str, Any]:
+    """The sender's structlog context variables that JSON carries as they are.
+
+    They travel with the task, so that the worker's lines for it carry the
+    same ``request_id`` (and so ``python -m supervisor failures`` can name
+    the requests behind a failure); other values are left behind.
+    """
+    return {
+        key: value
+        for key, value in structlog.contextvars.get_contextvars().items()
+        if value is None or isinstance(value, str | int | float | bool)
+    }
 
 
 def _exception_name(cls: type[BaseException]) -> str:
@@ -320,7 +335,11 @@ class DurableQueue:
         except ValueError:  # no signature to check (some builtins)
             pass
         task_id = options.task_id or uuid.uuid4().hex
-        message = encode_message(task_id, task, args, kwargs, options.labels())
+        labels = options.labels()
+        context = _log_context()
+        if context:
+            labels["nursery_context"] = context
+        message = encode_message(task_id, task, args, kwargs, labels)
         name = options.name or task
         redis = self._client()
         record = DurableRecord(task_id, name, TaskState.PENDING)

@@ -334,7 +334,11 @@ class Worker:
                 timeout=labels.get("nursery_timeout"),
                 retry=_retry(labels.get("nursery_retry")),
             )
-            task = await spawner.spawn(func, *args, **kwargs)
+            # The task copies this context at spawn: its log lines get the
+            # sender's request_id and the like.
+            context = labels.get("nursery_context") or {}
+            with structlog.contextvars.bound_contextvars(**context):
+                task = await spawner.spawn(func, *args, **kwargs)
         except Exception as exc:  # bad arguments, unknown exception class, ...
             safe_log(
                 _logger, "error", "task:failed", task_id=task_id, task_name=name,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -75,6 +76,7 @@ def on_event(name: str, data: dict[str, object]) -> None:
 
 async def enqueue(request: Request) -> JSONResponse:
     body = await request.json()
+    structlog.contextvars.bind_contextvars(request_id=body.get("request_id"))
     ids = []
     for i in range(int(body["n"])):
         if body["kind"] == "nap":

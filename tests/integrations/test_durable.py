@@ -280,7 +280,9 @@ def test_kill_9_mid_run_every_task_accounted_once(
                         "seconds": 1.0,
                     },
                 ).json()["ids"]
-            ids += http.post("/enqueue", json={"kind": "boom", "n": 3}).json()["ids"]
+            ids += http.post(
+                "/enqueue", json={"kind": "boom", "n": 3, "request_id": "req-boom"}
+            ).json()["ids"]
         # Kill once some tasks are mid-run (started, not done).
         for _ in range(400):  # bounded: 20 s
             text = marks.read_text() if marks.exists() else ""
@@ -335,6 +337,7 @@ def test_kill_9_mid_run_every_task_accounted_once(
     assert (group["task_name"], group["error_type"], group["count"]) == (
         "boom", "ValueError", 3,
     )  # fmt: skip
+    assert group["request_ids"] == ["req-boom"]  # the sender's context travelled
 
 
 def _lines(path: str) -> list[str]:
