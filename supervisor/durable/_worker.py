@@ -260,6 +260,9 @@ class Worker:
                     pipe.hset(key, mapping=mapping)
                     pipe.expire(key, int(self.queue.ttl))
                 pipe.xack(self.queue.name, GROUP, msg_id)
+                # Acknowledged entries would otherwise stay in the stream for
+                # ever; the record keeps what is worth keeping, for ttl.
+                pipe.xdel(self.queue.name, msg_id)
                 await pipe.execute()
 
     async def _claim(self, key: str, now: float, ttl: int) -> tuple[Any, int]:

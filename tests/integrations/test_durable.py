@@ -449,6 +449,7 @@ def test_bad_unknown_duplicate_and_poison_messages(
     message("fine", "add", 5, 6)
     _poll(lambda: client.hget(key + "fine", "state") == b"succeeded", 20, "fine ran")
     _poll(lambda: client.xpending(queue, "supervisor")["pending"] == 0, 10, "all acked")
+    assert client.xlen(queue) == 0  # acknowledged entries are deleted
     assert client.hget(key + "unknown", "error_type") == b"UnknownTask"
     assert client.hget(key + "poison", "error_type") == b"TooManyDeliveries"
     assert client.hget(key + "dup", "state") == b"succeeded"
