@@ -71,9 +71,14 @@ nitpick_ignore_regex = [
 autodoc_member_order = "groupwise"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
-# Defaults as written in the source (``state_key=DEFAULT_STATE_KEY`` would
-# otherwise be its repr); attrs classes get theirs from _attrs_signature.
-autodoc_preserve_defaults = True
+# Defaults as values (``state_key='supervisor'``, not the constant's name);
+# attrs classes get theirs from _attrs_signature.
+autodoc_preserve_defaults = False
+# The ASGI aliases by name, not expanded into nested Callable[...] types.
+autodoc_type_aliases = {
+    name: f"supervisor.asgi.{name}"
+    for name in ("ASGIApp", "Message", "Receive", "Scope", "Send")
+}
 # No "Bases: object" under every class; the exception pages ask for it.
 autodoc_default_options: dict[str, Any] = {}
 # ``BackgroundTask``, not ``supervisor.BackgroundTask``, inside signatures.
@@ -198,7 +203,9 @@ def _process_signature(
         for pattern, replacement in _ANNOTATION_FIXES:
             text = pattern.sub(replacement, text)
         recorded[name][key] = text
-    if what in ("class", "exception") and name in RECORDS:
+    if what in ("class", "exception") and (
+        name in RECORDS or (isinstance(obj, type) and issubclass(obj, enum.Enum))
+    ):
         recorded.pop(name, None)  # no "Parameters" list of private fields
         return "", None
     if what == "class" and isinstance(obj, type) and attrs.has(obj):
