@@ -189,7 +189,7 @@ def _annotations(app: Sphinx) -> dict[str, dict[str, str]]:
     return app.env.temp_data.setdefault("annotations", {})  # Sphinx 8
 
 
-def _process_signature(
+def _process_signature(  # noqa: PLR0917 - the shape of Sphinx's event
     app: Sphinx,
     what: str,
     name: str,
@@ -199,7 +199,8 @@ def _process_signature(
     return_annotation: str | None,
 ) -> tuple[str, str | None] | None:
     recorded = _annotations(app)
-    for key, text in list(recorded.get(name, {}).items()):
+    for key, original in list(recorded.get(name, {}).items()):
+        text = original
         for pattern, replacement in _ANNOTATION_FIXES:
             text = pattern.sub(replacement, text)
         recorded[name][key] = text
