@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 
 import nox
 
@@ -15,7 +17,44 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "types"]
 nox.options.reuse_existing_virtualenvs = True
 
-PYTHON = "3.11"
+#: The Pythons the package supports (pyproject's classifiers); ``tests`` runs
+#: on each, ``tests-3.12`` on one. The other sessions need only one.
+PYTHONS = ["3.11", "3.12", "3.13"]
+PYTHON = PYTHONS[0]
+
+
+def _pyenv(*args: str) -> list[str]:
+    result = subprocess.run(
+        ["pyenv", *args], capture_output=True, text=True, check=False
+    )
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def _pyenv_interpreters() -> None:
+    """Let nox find every Python in ``PYTHONS`` that pyenv has installed.
+
+    pyenv's ``python3.12`` shim refuses to run unless 3.12 is among the
+    active versions, and nox takes the first ``python3.12`` on ``PATH``.
+    Activating the installed versions (the current one first, so that
+    ``python3`` does not change) makes the shims work. Nothing happens
+    without pyenv, or when ``PYENV_VERSION`` is already set.
+    """
+    if "PYENV_VERSION" in os.environ or shutil.which("pyenv") is None:
+        return
+    installed = [v for v in _pyenv("versions", "--bare") if re.fullmatch(r"[\d.]+", v)]
+    active = (_pyenv("version-name") or ["system"])[0].split(":")
+    extra = []
+    for wanted in PYTHONS:
+        if any(v == wanted or v.startswith(f"{wanted}.") for v in active):
+            continue
+        matches = [v for v in installed if v == wanted or v.startswith(f"{wanted}.")]
+        if matches:
+            extra.append(max(matches, key=lambda v: [int(p) for p in v.split(".")]))
+    if extra:
+        os.environ["PYENV_VERSION"] = ":".join([*active, *extra])
+
+
+_pyenv_interpreters()
 
 
 def _install(session: nox.Session, *groups: str) -> None:
@@ -43,13 +82,30 @@ def _ensure_redis_server(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The whole test suite; every async test runs on asyncio and trio."""
+    """The whole test suite on each Python; every async test on asyncio and trio."""
     _ensure_redis_server(session)
     # docs: the suite builds the docs with -W and runs every example in them.
     _install(session, "tests", "integrations", "docs")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def coverage(session: nox.Session) -> None:
+    """The test suite under coverage (subprocesses included), then the report.
+
+    ``[tool.coverage]`` in pyproject.toml says what is measured; the real
+    servers and the docs examples run in subprocesses, which coverage
+    follows (``patch = ["subprocess"]``) and combines afterwards. The HTML
+    report is written to ``htmlcov/``.
+    """
+    _install(session, "tests", "integrations", "docs", "coverage")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine")
+    session.run("coverage", "html")
+    session.run("coverage", "report")
 
 
 @nox.session(python=PYTHON)

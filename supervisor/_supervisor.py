@@ -67,14 +67,51 @@ class _Phase(enum.Enum):
 class Supervisor:
     """Owns every background task of an application, from spawn to report.
 
-    See :doc:`concepts` for the lifecycle. In short::
+    See :doc:`/concepts` for the lifecycle. In short::
 
         sup = Supervisor(name="app", shutdown_timeout=10)
         async with sup:  # or: await sup.startup() ... await sup.shutdown()
             task = await sup.spawn(send_email, to="a@example.com")
 
     Per-task options (name, task id, timeout, retry, shield) never mix with
-    the task function's arguments: use :meth:`options`.
+    the task function's arguments: use :meth:`options`. Bad values raise
+    here, at construction, not at the first spawn.
+
+    :param name: Names the supervisor in every log line and event
+        (``supervisor=...``) and in the errors it raises; a non-empty str.
+    :param shutdown_timeout: Seconds that :meth:`shutdown` (and the end of
+        ``async with``) lets running and pending tasks finish on their own
+        before it cancels the rest with reason ``"shutdown"``; ``0`` cancels
+        at once. ``shutdown(timeout=...)`` overrides it for one call.
+    :param max_concurrency: At most this many tasks ``RUNNING`` at once; the
+        others wait ``PENDING`` and start in spawn order (FIFO), each in its
+        own spawner's context. None: no limit. Services do not count.
+    :param max_pending: At most this many tasks waiting for a
+        ``max_concurrency`` slot (or a worker thread); then :meth:`spawn`
+        waits for room while :meth:`spawn_nowait` and
+        :meth:`spawn_threadsafe` raise :class:`Overloaded`. Needs
+        ``max_concurrency``. None: no limit.
+    :param thread_limit: At most this many sync (plain ``def``) tasks in
+        worker threads at once: an int, or an ``anyio.CapacityLimiter`` to
+        share the threads with other code. A sync task waiting for a thread
+        is ``PENDING``.
+    :param history: How many finished task records :attr:`tasks` and
+        :meth:`get` keep for lookup, the oldest forgotten first; ``0`` keeps
+        none. Live tasks are always kept, and :meth:`stats` totals never
+        shrink with the history.
+    :param on_event: Called as ``on_event(event_name, data)`` for every
+        ``task:*`` and ``service:*`` event, ``data`` a plain dict (e.g.
+        QakeAPI's ``app.emit``). Sync or async; an awaitable it returns is
+        awaited in the task that emits, so one task's events arrive in
+        order. One that raises is logged and later events still flow.
+        None: no handler.
+    :param logger: The structlog logger every line goes to; default
+        ``structlog.get_logger("supervisor")``. The library never configures
+        structlog: your application does. Failures are logged at error,
+        cancellations and retries at warning, successes at debug.
+    :param event_timeout: Seconds an awaitable returned by ``on_event`` may
+        take per event before it is cut off and logged
+        (``supervisor:event_handler_timeout``); positive.
     """
 
     def __init__(

@@ -243,11 +243,13 @@ def test_collect_reads_the_convention(tmp_path: Path) -> None:
     assert snippet.code == "\nx = 1\n```\ny = 2\n"
 
 
-def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
-    """``sphinx-build -W`` (nitpicky, offline) builds the HTML docs."""
+@pytest.fixture(scope="module")
+def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTML docs, built once for this module with ``sphinx-build -W``."""
     for module in ("sphinx", "myst_parser", "furo"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (the `docs` dependency group)")
+    tmp_path = tmp_path_factory.mktemp("docs")
     result = subprocess.run(
         [
             sys.executable,
@@ -270,4 +272,56 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    assert (tmp_path / "html" / "index.html").is_file()
+    return tmp_path / "html"
+
+
+def test_sphinx_build_has_no_warnings(built_docs: Path) -> None:
+    """``sphinx-build -W`` (nitpicky, offline) builds the HTML docs."""
+    assert (built_docs / "index.html").is_file()
+
+
+# What autodoc shows when left to itself (issue 11): attrs-generated defaults,
+# typing overloads' ParamSpec, private module paths, FastAPI's Depends().
+_RAW_AUTODOC = re.compile(
+    r"attr_dict\[|~typing\.|~P\b|supervisor\._[a-z]|Depends\(dependency|use_cache"
+)
+_RECORDS = (
+    "BackgroundTask",
+    "Service",
+    "ShutdownReport",
+    "Spawner",
+    "SupervisorStats",
+    "TaskOptions",
+)
+
+
+def test_api_reference_shows_the_public_api(built_docs: Path) -> None:
+    """One page per module, no autodoc internals, records without constructors."""
+    pages = {
+        page.stem: page.read_text("utf-8") for page in built_docs.glob("api/*.html")
+    }
+    assert {"core", "records", "exceptions", "asgi", "fastapi", "qakeapi"} <= set(pages)
+    for name, html in pages.items():
+        raw = sorted(set(_RAW_AUTODOC.findall(html)))
+        assert not raw, f"api/{name}.html shows autodoc internals: {raw}"
+    for record in _RECORDS:
+        anchor = f'id="supervisor.{record}"'
+        page = next(html for html in pages.values() if anchor in html)
+        header = page.split(anchor, 1)[1].split("</dt>", 1)[0]
+        assert "sig-paren" not in header, f"{record} is shown with a constructor"
+    supervisor_doc = pages["core"].split('id="supervisor.Supervisor"', 1)[1]
+    parameters = supervisor_doc.split("</dl>", 1)[0]
+    for param in (
+        "name",
+        "shutdown_timeout",
+        "max_concurrency",
+        "max_pending",
+        "thread_limit",
+        "history",
+        "on_event",
+        "logger",
+        "event_timeout",
+    ):
+        assert re.search(
+            rf"<strong>{param}</strong>[^<]*\(.*?\).*?\u2013", parameters
+        ), f"Supervisor parameter {param!r} has no description"
