@@ -64,6 +64,8 @@ nitpick_ignore_regex = [
     (r"py:.*", rf"({_STDLIB})\..*"),
     # Type variables, and private classes that appear in annotations.
     (r"py:.*", r"~?(supervisor\._\w+\.)?(T|P|_\w+)"),
+    # start_service's Literal aliases; their values are listed in the text.
+    (r"py:class", r"(Restart|GiveUp)"),
 ]
 
 # "bysource" cannot see the source order once __module__ is "supervisor"

@@ -99,6 +99,8 @@ class Supervisor:
         :meth:`get` keep for lookup, the oldest forgotten first; ``0`` keeps
         none. Live tasks are always kept, and :meth:`stats` totals never
         shrink with the history.
+    :param history_ttl: Seconds a finished record stays in the history at
+        most, beside the ``history`` count; None: no age limit.
     :param on_event: Called as ``on_event(event_name, data)`` for every
         ``task:*`` and ``service:*`` event, ``data`` a plain dict (e.g.
         QakeAPI's ``app.emit``). Sync or async; an awaitable it returns is
@@ -108,10 +110,13 @@ class Supervisor:
     :param logger: The structlog logger every line goes to; default
         ``structlog.get_logger("supervisor")``. The library never configures
         structlog: your application does. Failures are logged at error,
-        cancellations and retries at warning, successes at debug.
+        cancellations and retries at warning, successes at ``success_level``.
     :param event_timeout: Seconds an awaitable returned by ``on_event`` may
         take per event before it is cut off and logged
         (``supervisor:event_handler_timeout``); positive.
+    :param success_level: The level of ``task:succeeded`` lines, ``"debug"``
+        (the default: successes are most of the traffic) or ``"info"`` (every
+        task then leaves exactly one line at the usual INFO configuration).
     """
 
     def __init__(
@@ -647,8 +652,8 @@ class Supervisor:
             )
         except anyio.RunFinishedError:
             raise SupervisorClosed(
-                f"Supervisor {self.name!r}'s event loop has finished; spawn before "
-                "the app shuts down"
+                f"the event loop of Supervisor {self.name!r} has finished; spawn "
+                "before the app shuts down"
             ) from None
         return task.task_id
 

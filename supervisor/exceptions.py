@@ -1,7 +1,9 @@
 """The exceptions ``supervisor`` raises, all subclasses of :class:`SupervisorError`.
 
 Each one says what happened and what to do about it; catching
-:class:`SupervisorError` catches them all.
+:class:`SupervisorError` catches them all. Each also subclasses the nearest
+built-in exception (a closed, unstarted or full supervisor is a
+``RuntimeError``), so code that already catches that keeps working.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class SupervisorError(Exception):
     """
 
 
-class SupervisorClosed(SupervisorError):
+class SupervisorClosed(SupervisorError, RuntimeError):
     """A task was spawned after :meth:`Supervisor.shutdown` began.
 
     Spawn background work before lifespan shutdown; during shutdown the
@@ -34,7 +36,7 @@ class SupervisorClosed(SupervisorError):
     """
 
 
-class SupervisorNotStarted(SupervisorError):
+class SupervisorNotStarted(SupervisorError, RuntimeError):
     """A task was spawned on a supervisor that has not been started.
 
     Also raised by :func:`current_supervisor` when no supervisor is running
@@ -43,7 +45,7 @@ class SupervisorNotStarted(SupervisorError):
     """
 
 
-class Overloaded(SupervisorError):
+class Overloaded(SupervisorError, RuntimeError):
     """``max_pending`` tasks are already waiting and the caller cannot wait.
 
     Raised by :meth:`Supervisor.spawn_nowait` and
@@ -52,7 +54,7 @@ class Overloaded(SupervisorError):
     """
 
 
-class ServiceFailedToStart(SupervisorError):
+class ServiceFailedToStart(SupervisorError, RuntimeError):
     """Raised by :meth:`Supervisor.start_service` when a service never got ready.
 
     The service takes ``task_status`` and its first run crashed, returned, or

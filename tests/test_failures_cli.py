@@ -865,27 +865,6 @@ def _imported_by(*argv: str) -> set[str]:
     }
 
 
-def _lazy_package() -> bool:
-    """Whether ``import supervisor`` itself stays clear of the runtime."""
-    code = "import sys, supervisor; print(sorted(sys.modules))"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
-    return "anyio" not in proc.stdout
-
-
-@pytest.mark.xfail(
-    not _lazy_package(),
-    strict=True,
-    reason="needs lazy supervisor/__init__, lead's change (issue 7 item 5)",
-)
 @pytest.mark.parametrize("argv", [["failures", "-"], ["--version"]])
 def test_the_command_does_not_import_the_runtime(argv: list[str]) -> None:
     """``python -m supervisor failures`` loads no anyio, structlog or core module."""
