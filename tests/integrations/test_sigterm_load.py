@@ -85,7 +85,7 @@ def test_sigterm_mid_load_loses_no_task(
         assert len(lines) == 1, f"{task_id} has {len(lines)} terminal lines: {lines}"
     for task_id, kind in load.task_ids.items():
         (line,) = by_id[task_id]
-        if kind == "quick" or kind == "sync":
+        if kind in {"quick", "sync"}:
             # Quick work may still be cut off by the deadline only if it had
             # not even started; normally it has finished long before.
             assert line["event"] in ("task:succeeded", "task:cancelled"), line
