@@ -125,9 +125,18 @@ def types(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Spawn cost, throughput and memory against the native nurseries and peers."""
+    """Spawn cost, throughput and memory against the native nurseries and peers.
+
+    ``./dev bench --gate`` exits non-zero when a target is missed (see
+    benchmarks/README.md for the targets and the one known miss on trio);
+    ``--soak`` also runs the storm and the 1M-task soak (``--quick`` for short).
+    """
     _install(session, "bench")
-    session.run("python", "benchmarks/bench_spawn.py", *session.posargs)
+    args = [a for a in session.posargs if a != "--soak"]
+    session.run("python", "benchmarks/bench_spawn.py", *args)
+    if "--soak" in session.posargs:
+        quick = ["--quick"] if "--quick" in session.posargs else []
+        session.run("python", "benchmarks/bench_soak.py", *quick)
 
 
 @nox.session(python=PYTHON)

@@ -724,6 +724,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="clock for spawn and throughput (cpu: process time, for busy machines)",
     )
     parser.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 1 if any target line says MISS (the benchmark gate)",
+    )
+    parser.add_argument(
         "--no-gc",
         action="store_true",
         help="cyclic GC off during runs (to isolate GC cost)",
@@ -739,7 +744,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     global GC_ENABLED, clock  # noqa: PLW0603 - process-wide switches set once, here
     args = parse_args(argv)
     GC_ENABLED = not args.no_gc
@@ -772,12 +777,16 @@ def main(argv: list[str] | None = None) -> None:
         "Supervisor: structlog JSON filtered at WARNING, no on_event, history=1000",
     ]
     print("\n".join(f"- {note}" for note in notes) + "\n")
+    missed: list[str] = []
     for backend in args.backend:
         for n in ns:
             print(f"## {backend}, N = {n:,}\n")
             print(spawn_table(results, backend, n))
             print()
-        print(targets_line(results, backend, ns))
+        line = targets_line(results, backend, ns)
+        if "MISS" in line:
+            missed.append(backend)
+        print(line)
         print()
     if not args.no_sync:
         print(f"## Sync tasks: {SYNC_TASKS:,} trivial functions in worker threads\n")
@@ -792,8 +801,12 @@ def main(argv: list[str] | None = None) -> None:
             print(profile_supervisor(backend, ns[-1]))
             print()
     print(f"(total {perf() - began:.0f} s)")
+    if args.gate and missed:
+        print(f"benchmark gate: MISS on {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        main()
+        sys.exit(main())

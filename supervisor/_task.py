@@ -64,6 +64,14 @@ RUNNING = TaskState.RUNNING
 TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
 
+def _safe_str(exc: BaseException | None) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        return f"<str() of {type(exc).__name__} raised {type(inner).__name__}>"
+
+
 def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
@@ -170,7 +178,7 @@ class BackgroundTask(Generic[T]):
         if self.state is TaskState.FAILED:
             raise TaskFailed(
                 f"background task {self.name!r} ({self.task_id}) failed: "
-                f"{type(self.error).__name__}: {self.error}"
+                f"{type(self.error).__name__}: {_safe_str(self.error)}"
             ) from self.error
         raise TaskCancelled(
             f"background task {self.name!r} ({self.task_id}) was cancelled "

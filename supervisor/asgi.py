@@ -27,7 +27,7 @@ is opened by :meth:`~supervisor.Supervisor.startup` in the calling task and
 must be closed by :meth:`~supervisor.Supervisor.shutdown` in that same task,
 at the same cancel-scope nesting. So both are awaited at the middleware's own
 level, in the lifespan task, while the inner app's lifespan runs in a child
-task that has ended before shutdown begins (see ``supervisor._lifespan``).
+task that has ended before shutdown begins.
 
 ``RequestIdMiddleware`` binds a ``request_id`` for the log lines of each
 request and of the tasks it spawns. A supervisor belongs to one process: with

@@ -228,7 +228,7 @@ def test_configuration_errors_check_type_then_value(
 
 
 def test_thread_limit_message_does_not_offer_none() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="thread_limit") as info:
         Supervisor(thread_limit=0)
     assert "None" not in str(info.value)
 

@@ -824,7 +824,6 @@ _BUG_UNGUARDED_END = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=_BUG_UNGUARDED_END)
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_exception_whose_str_raises_is_recorded_once(backend: str) -> None:
     """A task raising an exception that cannot be printed still ends FAILED, once."""
@@ -855,13 +854,6 @@ def test_handler_raising_a_bare_cancellation_is_contained(backend: str) -> None:
     _run_isolated(_HANDLER_RAISES_CANCELLED, backend)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: safe_log's stdlib fallback formats the logger's exception "
-    "with %r; when that repr raises and the logging handler re-raises format "
-    "errors (pytest's caplog does), safe_log raises from inside _end_exc after "
-    "_settle(): the task is never retired and wait_idle()/shutdown() hang",
-)
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_logger_raising_an_unprintable_error_is_contained(backend: str) -> None:
     """The logger's own error cannot even be formatted: tasks and stats intact."""
