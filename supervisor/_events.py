@@ -26,6 +26,7 @@ them.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
@@ -250,7 +251,9 @@ class HandlerListener:
                         task_id=event.task_id,
                         timeout_s=budget,
                     )
-        except Exception as exc:
+        except BaseException as exc:
+            if not _handler_fault(exc):
+                raise
             safe_log(
                 self._logger,
                 "error",
@@ -262,6 +265,21 @@ class HandlerListener:
                 error_type=type(exc).__name__,
                 exc_info=exc,
             )
+
+
+def _handler_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is the handler's own fault rather than a real cancellation.
+
+    A handler that raises a bare ``asyncio.CancelledError`` while nobody
+    cancelled the task is broken, not cancelled: treating it as the task's
+    cancellation would record a cancellation nobody asked for.
+    """
+    if isinstance(exc, Exception):
+        return True
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and not task.cancelling()
+    return False
 
 
 def _safe_repr(obj: object) -> str:

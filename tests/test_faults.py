@@ -833,17 +833,7 @@ def test_exception_whose_str_raises_is_recorded_once(backend: str) -> None:
 @pytest.mark.parametrize(
     "backend",
     [
-        pytest.param(
-            "asyncio",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="core bug: EventSink.emit catches Exception only; a handler "
-                "raising a bare asyncio.CancelledError (no cancel scope behind it) "
-                "escapes into Runner.run, which records the task as cancelled "
-                "'from outside', re-emits, gets the same error in _end_cancelled "
-                "and never retires the task: wait_idle()/shutdown() hang for ever",
-            ),
-        ),
+        "asyncio",
         # trio.Cancelled has no public constructor: the handler gets a
         # TypeError, which is an ordinary handler failure.
         "trio",
