@@ -90,28 +90,21 @@ class TaskEvent:
 
     def as_data(self) -> dict[str, Any]:
         """The plain dict an ``on_event(name, data)`` handler receives (SPEC 3)."""
-        data: dict[str, Any] = {
-            "task_id": self.task_id,
-            "name": self.task_name,
-            "supervisor": self.supervisor,
-            "attempt": self.attempt,
-            "state": self.state.value,
-            **self.details,
-        }
-        if self.error is not None:
-            data["error"] = _describe(self.error)
-            data["error_type"] = type(self.error).__name__
-        return data
+        return self._flat(name="name")
 
     def log_fields(self) -> dict[str, Any]:
-        """The flat keys of the structlog line (SPEC 3), ``exc_info`` for failures."""
+        """The flat keys of the structlog line (SPEC 3); the caller adds exc_info."""
+        return self._flat(name="task_name", duration_s=self.duration_s)
+
+    def _flat(self, *, name: str, **extra: Any) -> dict[str, Any]:
+        # The event data says "name", the log line "task_name" (SPEC 3).
         fields: dict[str, Any] = {
             "task_id": self.task_id,
-            "task_name": self.task_name,
+            name: self.task_name,
             "supervisor": self.supervisor,
             "state": self.state.value,
             "attempt": self.attempt,
-            "duration_s": self.duration_s,
+            **extra,
             **self.details,
         }
         if self.error is not None:
