@@ -144,6 +144,18 @@ def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 ServeFactory = Callable[..., Server]
 
 
+@pytest.fixture(
+    params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Plain backend names here: TestClient and servers take a name, not options.
+
+    The eager-task-factory variant of the core tests needs a loop factory,
+    which Starlette's TestClient and the server processes cannot be given.
+    """
+    return str(request.param)
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[ServeFactory]:
     """Start servers; every one still running at teardown is stopped."""
