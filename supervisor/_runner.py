@@ -205,12 +205,6 @@ class Runner:
         self._dispatch()
         return True
 
-    def has_place(self) -> bool:
-        """Whether :meth:`admit` would take a task now without waiting."""
-        if self.slots is None or (self.slots > 0 and not self.queued):
-            return True
-        return self.admission is None or self.admission.available_tokens >= 1
-
     async def wait_for_place(self, job: Job) -> None:
         """Wait (FIFO) for a ``max_pending`` place for ``job``; cancellable."""
         assert self.admission is not None

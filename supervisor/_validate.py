@@ -134,12 +134,12 @@ def number_between(low: float, high: float) -> Validator:
 
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         name = _name(attribute)
-        if not _is_number(value) or math.isnan(value):
+        if not _is_number(value):
             raise TypeError(
                 f"{_owner(instance)}({name}=...) must be a number within "
                 f"[{low}, {high}], got {value!r} ({type(value).__name__})"
             )
-        if not low <= value <= high:
+        if math.isnan(value) or not low <= value <= high:
             raise ValueError(
                 f"{_owner(instance)}({name}=...) must be within [{low}, {high}], "
                 f"got {value!r}"
@@ -153,12 +153,12 @@ def at_least(low: float) -> Validator:
 
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         name = _name(attribute)
-        if not _is_number(value) or math.isnan(value):
+        if not _is_number(value):
             raise TypeError(
                 f"{_owner(instance)}({name}=...) must be a number >= {low}, got "
                 f"{value!r} ({type(value).__name__})"
             )
-        if value < low or math.isinf(value):
+        if math.isnan(value) or value < low or math.isinf(value):
             raise ValueError(
                 f"{_owner(instance)}({name}=...) must be a finite number >= {low}, "
                 f"got {value!r}"
