@@ -614,23 +614,35 @@ async def test_service_crash_looping_during_shutdown_is_stopped_once() -> None:
         await anyio.lowlevel.checkpoint()
         raise RuntimeError(f"crash {runs}")
 
-    drained = anyio.Event()
+    release = anyio.Event()
 
     async def worker() -> str:
-        await anyio.sleep(0.05)
-        drained.set()
+        # Ends during the drain, whatever the machine's speed: released only
+        # once shutdown has begun.
+        await release.wait()
         return "drained"
 
-    with capture_events() as events, anyio.fail_after(BOUND):
-        sup = Supervisor(logger=logger, shutdown_timeout=1)
-        await sup.startup()
-        svc = await sup.start_service(crasher, max_restarts=10**9, period=60)
-        job = await sup.spawn(worker)
-        while runs < 20:  # bounded by fail_after
+    async def release_when_closing() -> None:
+        while not sup.closed:  # bounded by fail_after
             await anyio.lowlevel.checkpoint()
-        began = anyio.current_time()
-        report = await sup.shutdown()
-        took = anyio.current_time() - began
+        release.set()
+
+    sup = Supervisor(logger=logger, shutdown_timeout=1)
+    with (
+        capture_events() as events,
+        anyio.fail_after(BOUND),
+    ):
+        # startup() and shutdown() at the same nesting, inside the group.
+        async with anyio.create_task_group() as tg:
+            await sup.startup()
+            tg.start_soon(release_when_closing)
+            svc = await sup.start_service(crasher, max_restarts=10**9, period=60)
+            job = await sup.spawn(worker)
+            while runs < 20:  # bounded by fail_after
+                await anyio.lowlevel.checkpoint()
+            began = anyio.current_time()
+            report = await sup.shutdown()
+            took = anyio.current_time() - began
     runs_at_end = runs
     assert took < 1 + SLACK
     assert job.state is TaskState.SUCCEEDED
