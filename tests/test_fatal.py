@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 from structlog.testing import capture_logs
 
 from supervisor import Supervisor, SupervisorClosed, TaskState
+from supervisor.testing import capture_events
 
 
 def _flatten(exc: BaseException) -> list[BaseException]:
@@ -19,7 +18,6 @@ def _flatten(exc: BaseException) -> list[BaseException]:
 
 async def test_keyboard_interrupt_fails_task_cancels_siblings_and_propagates() -> None:
     """Like trio: the task is FAILED and logged, siblings cancelled, error raised."""
-    events: list[tuple[str, dict[str, Any]]] = []
     sibling_started = anyio.Event()
 
     async def sibling() -> None:
@@ -31,10 +29,12 @@ async def test_keyboard_interrupt_fails_task_cancels_siblings_and_propagates() -
         raise KeyboardInterrupt
 
     body_finished = False
-    with capture_logs() as logs, pytest.raises(BaseException) as info:  # noqa: PT011
-        async with Supervisor(
-            "app", on_event=lambda n, d: events.append((n, d))
-        ) as sup:
+    with (
+        capture_logs() as logs,
+        capture_events() as events,
+        pytest.raises(BaseException) as info,  # noqa: PT011
+    ):
+        async with Supervisor("app") as sup:
             other = await sup.spawn(sibling)
             bad = await sup.spawn(interrupt)
             await anyio.sleep_forever()  # the supervisor cancels the body
@@ -49,7 +49,7 @@ async def test_keyboard_interrupt_fails_task_cancels_siblings_and_propagates() -
     (line,) = [entry for entry in logs if entry["event"] == "task:failed"]
     assert line["error_type"] == "KeyboardInterrupt"
     assert line["log_level"] == "error"
-    assert ("task:failed", bad.task_id) in [(n, d["task_id"]) for n, d in events]
+    assert ("task:failed", bad.task_id) in [(e["event"], e["task_id"]) for e in events]
     stats = sup.stats()
     assert (stats.failed, stats.cancelled, stats.spawned) == (1, 1, 2)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -10,26 +11,17 @@ import pytest
 from structlog.testing import capture_logs
 
 from supervisor import Retry, Supervisor, TaskFailed, TaskOptions, TaskState
+from supervisor.testing import capture_events
 
 
-class Recorder:
-    """An on_event handler that also records the task's state at each event."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, name: str, data: dict[str, Any]) -> None:
-        self.events.append((name, data))
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.events]
+def names(events: list[dict[str, Any]]) -> list[str]:
+    return [event["event"] for event in events]
 
 
 async def test_timeout_fails_async_task_with_timeout_error() -> None:
     """An async task past its timeout is cancelled and recorded FAILED(TimeoutError)."""
-    events = Recorder()
-    with capture_logs() as logs:
-        async with Supervisor("app", on_event=events) as sup:
+    with capture_logs() as logs, capture_events() as events:
+        async with Supervisor("app") as sup:
             task = await sup.options(timeout=0.05).spawn(anyio.sleep_forever)
             with pytest.raises(TaskFailed) as info:
                 await task.wait()
@@ -37,8 +29,8 @@ async def test_timeout_fails_async_task_with_timeout_error() -> None:
     assert task.state is TaskState.FAILED
     assert isinstance(task.error, TimeoutError)
     assert "0.05 s timeout" in str(task.error)
-    assert events.names() == ["task:started", "task:failed"]
-    assert events.events[-1][1]["error_type"] == "TimeoutError"
+    assert names(events) == ["task:started", "task:failed"]
+    assert events[-1]["error_type"] == "TimeoutError"
     (line,) = [entry for entry in logs if entry["event"] == "task:failed"]
     assert line["error_type"] == "TimeoutError"
 
@@ -68,7 +60,6 @@ async def test_retry_until_success_goes_running_pending_running() -> None:
     """Retried attempts emit task:retrying and pass through PENDING."""
     calls: list[int] = []
     states: list[TaskState] = []
-    events = Recorder()
 
     async def flaky() -> str:
         calls.append(len(calls) + 1)
@@ -77,17 +68,16 @@ async def test_retry_until_success_goes_running_pending_running() -> None:
         return "ok"
 
     def watch(name: str, data: dict[str, Any]) -> None:
-        events(name, data)
         states.append(sup.get(data["task_id"]).state)  # type: ignore[union-attr]
 
-    with capture_logs() as logs:
+    with capture_logs() as logs, capture_events() as events:
         async with Supervisor("app", on_event=watch) as sup:
             retry = Retry(attempts=5, on=ConnectionError, initial=0.001, maximum=0.01)
             task = await sup.options(retry=retry).spawn(flaky)
             assert await task.wait() == "ok"
     assert calls == [1, 2, 3]
     assert task.attempts == 3
-    assert events.names() == [
+    assert names(events) == [
         "task:started",
         "task:retrying",
         "task:retrying",
@@ -99,7 +89,7 @@ async def test_retry_until_success_goes_running_pending_running() -> None:
         TaskState.PENDING,
         TaskState.SUCCEEDED,
     ]
-    retrying = [data for name, data in events.events if name == "task:retrying"]
+    retrying = [event for event in events if event["event"] == "task:retrying"]
     assert [data["attempt"] for data in retrying] == [1, 2]
     assert retrying[0]["error"] == "attempt 1"
     assert retrying[0]["error_type"] == "ConnectionError"
@@ -111,21 +101,60 @@ async def test_retry_until_success_goes_running_pending_running() -> None:
 
 async def test_retry_exhausted_fails_with_last_error() -> None:
     """After the last attempt the task fails once, with task:failed."""
-    events = Recorder()
 
     async def always() -> None:
         raise ConnectionError("down")
 
-    async with Supervisor("app", on_event=events) as sup:
-        retry = Retry(attempts=3, on=ConnectionError, initial=0, jitter=0)
-        task = await sup.options(retry=retry).spawn(always)
-        with pytest.raises(TaskFailed):
-            await task.wait()
+    with capture_events() as events:
+        async with Supervisor("app") as sup:
+            retry = Retry(attempts=3, on=ConnectionError, initial=0, jitter=0)
+            task = await sup.options(retry=retry).spawn(always)
+            with pytest.raises(TaskFailed):
+                await task.wait()
     assert task.attempts == 3
-    assert events.names().count("task:retrying") == 2
-    assert events.names()[-1] == "task:failed"
-    assert events.events[-1][1]["attempt"] == 3
+    assert names(events).count("task:retrying") == 2
+    assert names(events)[-1] == "task:failed"
+    assert events[-1]["attempt"] == 3
     assert sup.stats().failed == 1
+
+
+@pytest.mark.virtual_time
+async def test_retry_schedule_with_timeouts_runs_on_time(
+    seconds: float, virtual_clock: bool
+) -> None:
+    """Attempts time out after 30 s and retry after 1, 2, 4 s (exact when virtual)."""
+    starts: list[float] = []
+
+    async def hangs() -> None:
+        starts.append(anyio.current_time())
+        await anyio.sleep_forever()
+
+    retry = Retry(
+        attempts=4,
+        on=TimeoutError,
+        initial=seconds,
+        multiplier=2,
+        maximum=60 * seconds,
+        jitter=0,
+    )
+    with capture_events() as events:
+        async with Supervisor("app") as sup:
+            task = await sup.options(timeout=30 * seconds, retry=retry).spawn(hangs)
+            with anyio.fail_after(1000 * seconds), pytest.raises(TaskFailed):
+                await task.wait()
+    assert task.attempts == 4
+    assert isinstance(task.error, TimeoutError)
+    assert names(events) == ["task:started"] + ["task:retrying"] * 3 + ["task:failed"]
+    assert [e["retry_in_s"] for e in events if e["event"] == "task:retrying"] == [
+        pytest.approx(seconds),
+        pytest.approx(2 * seconds),
+        pytest.approx(4 * seconds),
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    if virtual_clock:  # each gap is one timeout plus one backoff, nothing else
+        assert gaps == [pytest.approx(31), pytest.approx(32), pytest.approx(34)]
+    else:
+        assert all(gap >= 30 * seconds for gap in gaps)
 
 
 async def test_retry_ignores_other_exceptions() -> None:

@@ -32,22 +32,19 @@ from supervisor import (
     SupervisorNotStarted,
     TaskState,
 )
+from supervisor.testing import capture_events
 
 
-class Recorder:
-    """An on_event handler that keeps every event."""
+def _of(events: list[dict[str, Any]], task_id: str) -> list[str]:
+    """The names of one task's events, in order."""
+    return [event["event"] for event in events if event["task_id"] == task_id]
 
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
 
-    def __call__(self, name: str, data: dict[str, Any]) -> None:
-        self.events.append((name, dict(data)))
-
-    def of(self, task_id: str) -> list[str]:
-        return [name for name, data in self.events if data["task_id"] == task_id]
-
-    def data(self, task_id: str, name: str) -> list[dict[str, Any]]:
-        return [d for n, d in self.events if d["task_id"] == task_id and n == name]
+def _data(
+    events: list[dict[str, Any]], task_id: str, name: str
+) -> list[dict[str, Any]]:
+    """One task's events of one name."""
+    return [e for e in events if e["task_id"] == task_id and e["event"] == name]
 
 
 def _lines(logs: list[EventDict], event: str) -> list[EventDict]:
@@ -150,13 +147,12 @@ async def test_partial_passes_keywords_and_task_status() -> None:
 
 async def test_first_run_crash_before_started_raises_and_is_not_restarted() -> None:
     """A first run that crashes before started() raises ServiceFailedToStart."""
-    events = Recorder()
 
     async def consumer(*, task_status: anyio.abc.TaskStatus[None]) -> None:
         raise ConnectionRefusedError("no broker at 127.0.0.1:5672")
 
-    with capture_logs() as logs:
-        async with Supervisor("app", on_event=events) as sup:
+    with capture_logs() as logs, capture_events() as events:
+        async with Supervisor("app") as sup:
             with pytest.raises(ServiceFailedToStart) as info:
                 await sup.start_service(consumer)
             assert isinstance(info.value.__cause__, ConnectionRefusedError)
@@ -167,7 +163,7 @@ async def test_first_run_crash_before_started_raises_and_is_not_restarted() -> N
     assert task.state is TaskState.FAILED
     assert task.attempts == 1
     assert isinstance(task.error, ConnectionRefusedError)
-    assert events.of(task.task_id) == ["task:started", "task:failed"]
+    assert _of(events, task.task_id) == ["task:started", "task:failed"]
     assert not _lines(logs, "service:restarting")
     assert len(_lines(logs, "task:failed")) == 1
     assert sup.stats().failed == 1
@@ -245,17 +241,16 @@ async def test_cancelling_the_caller_cancels_a_service_not_yet_ready() -> None:
 
 async def test_permanent_restarts_after_crash() -> None:
     """Each crash logs and emits service:restarting; the record stays RUNNING."""
-    events = Recorder()
     flaky = Flaky(2)
-    with capture_logs() as logs:
-        async with Supervisor("app", shutdown_timeout=0, on_event=events) as sup:
+    with capture_logs() as logs, capture_events() as events:
+        async with Supervisor("app", shutdown_timeout=0) as sup:
             svc = await sup.start_service(flaky, name="consumer", max_restarts=5)
             with anyio.fail_after(10):
                 await flaky.up.wait()
             assert svc.task.state is TaskState.RUNNING
             assert svc.restarts == 2
             assert svc.task.attempts == 3
-            assert events.of(svc.task.task_id) == [
+            assert _of(events, svc.task.task_id) == [
                 "task:started",
                 "service:restarting",
                 "service:restarting",
@@ -271,7 +266,7 @@ async def test_permanent_restarts_after_crash() -> None:
         assert line["task_name"] == "consumer"
         assert line["supervisor"] == "app"
     assert lines[0]["error"] == "broker down (run 1)"
-    data = events.data(svc.task.task_id, "service:restarting")
+    data = _data(events, svc.task.task_id, "service:restarting")
     assert [d["restarts"] for d in data] == [1, 2]
     assert data[0]["error_type"] == "ConnectionError"
     assert data[0]["reason"] == "crashed"
@@ -298,7 +293,6 @@ async def test_permanent_restarts_after_normal_return() -> None:
 
 async def test_transient_restarts_after_crash_and_stops_on_return() -> None:
     """Transient: a crash restarts it, a normal return ends it SUCCEEDED."""
-    events = Recorder()
     runs = 0
 
     async def job() -> str:
@@ -308,14 +302,14 @@ async def test_transient_restarts_after_crash_and_stops_on_return() -> None:
             raise TimeoutError("poll timed out")
         return "drained"
 
-    with capture_logs():
-        async with Supervisor("app", on_event=events) as sup:
+    with capture_logs(), capture_events() as events:
+        async with Supervisor("app") as sup:
             svc = await sup.start_service(job, restart="transient")
             assert await svc.task.wait() == "drained"
     assert runs == 2
     assert svc.restarts == 1
     assert svc.task.state is TaskState.SUCCEEDED
-    assert events.of(svc.task.task_id) == [
+    assert _of(events, svc.task.task_id) == [
         "task:started",
         "service:restarting",
         "task:succeeded",
@@ -347,10 +341,14 @@ async def test_temporary_never_restarts() -> None:
     assert not _lines(logs, "service:gave_up")
 
 
-async def test_backoff_waits_before_each_restart() -> None:
-    """Each restart waits backoff seconds first."""
+@pytest.mark.virtual_time
+async def test_backoff_waits_before_each_restart(
+    seconds: float, virtual_clock: bool
+) -> None:
+    """Each restart waits backoff seconds first (exactly, on a virtual clock)."""
     starts: list[float] = []
     up = anyio.Event()
+    backoff = 5 * seconds
 
     async def service() -> None:
         starts.append(anyio.current_time())
@@ -361,15 +359,20 @@ async def test_backoff_waits_before_each_restart() -> None:
 
     with capture_logs() as logs:
         async with Supervisor("app", shutdown_timeout=0) as sup:
-            await sup.start_service(service, backoff=0.05, max_restarts=5)
-            with anyio.fail_after(10):
+            await sup.start_service(
+                service, backoff=backoff, max_restarts=5, period=60 * seconds
+            )
+            with anyio.fail_after(1000 * seconds):
                 await up.wait()
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(gaps) == 2
-    assert all(gap >= 0.045 for gap in gaps)
+    if virtual_clock:
+        assert gaps == [pytest.approx(backoff), pytest.approx(backoff)]
+    else:
+        assert len(gaps) == 2
+        assert all(gap >= 0.9 * backoff for gap in gaps)
     assert [line["backoff_s"] for line in _lines(logs, "service:restarting")] == [
-        0.05,
-        0.05,
+        backoff,
+        backoff,
     ]
 
 
@@ -378,9 +381,8 @@ async def test_backoff_waits_before_each_restart() -> None:
 
 async def test_intensity_exceeded_gives_up_loudly() -> None:
     """More than max_restarts within period: log, event, FAILED record, stats."""
-    events = Recorder()
-    with capture_logs() as logs:
-        async with Supervisor("app", on_event=events) as sup:
+    with capture_logs() as logs, capture_events() as events:
+        async with Supervisor("app") as sup:
             svc = await sup.start_service(
                 _always_crash, name="consumer", max_restarts=2, period=60
             )
@@ -394,14 +396,14 @@ async def test_intensity_exceeded_gives_up_loudly() -> None:
     assert isinstance(task.error, ValueError)
     assert task.attempts == 3
     assert svc.restarts == 2
-    assert events.of(task.task_id) == [
+    assert _of(events, task.task_id) == [
         "task:started",
         "service:restarting",
         "service:restarting",
         "service:gave_up",
         "task:failed",
     ]
-    (gave_up,) = events.data(task.task_id, "service:gave_up")
+    (gave_up,) = _data(events, task.task_id, "service:gave_up")
     assert gave_up["restarts"] == 2
     assert gave_up["max_restarts"] == 2
     assert gave_up["period"] == 60
@@ -455,25 +457,54 @@ async def test_permanent_service_that_keeps_returning_gives_up() -> None:
     assert line["error_type"] == "RuntimeError"
 
 
-async def test_restarts_older_than_period_are_forgotten() -> None:
+@pytest.mark.virtual_time
+async def test_restarts_older_than_period_are_forgotten(
+    seconds: float, virtual_clock: bool
+) -> None:
     """The window slides: restarts spaced wider than period never add up."""
     flaky = Flaky(3)
     with capture_logs() as logs:
         async with Supervisor("app", shutdown_timeout=0) as sup:
-            # Each restart waits 0.1 s, longer than the 0.02 s window.
+            # Each restart waits 10 s, longer than the 5 s window.
             svc = await sup.start_service(
-                flaky, max_restarts=1, period=0.02, backoff=0.1
+                flaky, max_restarts=1, period=5 * seconds, backoff=10 * seconds
             )
-            with anyio.fail_after(10):
+            t0 = anyio.current_time()
+            with anyio.fail_after(1000 * seconds):
                 await flaky.up.wait()
             assert svc.task.state is TaskState.RUNNING
             assert svc.restarts == 3
+            if virtual_clock:  # three backoffs, nothing else took time
+                assert anyio.current_time() - t0 == pytest.approx(30)
     assert not _lines(logs, "service:gave_up")
+
+
+@pytest.mark.virtual_time
+async def test_restarts_within_period_give_up_at_the_limit(
+    seconds: float, virtual_clock: bool
+) -> None:
+    """With backoff 1 s and period 60 s, the fourth crash in a row gives up."""
+    with capture_logs() as logs:
+        async with Supervisor("app") as sup:
+            t0 = anyio.current_time()
+            svc = await sup.start_service(
+                _always_crash, max_restarts=3, period=60 * seconds, backoff=seconds
+            )
+            with anyio.fail_after(1000 * seconds):
+                await svc.task.wait_done()
+            elapsed = anyio.current_time() - t0
+    assert svc.task.state is TaskState.FAILED
+    assert svc.restarts == 3
+    assert svc.task.attempts == 4
+    if virtual_clock:
+        assert elapsed == pytest.approx(3)
+    assert len(_lines(logs, "service:restarting")) == 3
+    (line,) = _lines(logs, "service:gave_up")
+    assert line["period"] == 60 * seconds
 
 
 async def test_give_up_shutdown_stops_the_supervisor() -> None:
     """give_up="shutdown": others cancelled, spawns refused, the body woken."""
-    events = Recorder()
     other_started = anyio.Event()
 
     async def other() -> None:
@@ -481,8 +512,8 @@ async def test_give_up_shutdown_stops_the_supervisor() -> None:
         await anyio.sleep_forever()
 
     body_finished = False
-    with capture_logs() as logs:
-        async with Supervisor("app", on_event=events) as sup:
+    with capture_logs() as logs, capture_events() as events:
+        async with Supervisor("app") as sup:
             bystander = await sup.spawn(other)
             await other_started.wait()
             svc = await sup.start_service(
@@ -498,7 +529,7 @@ async def test_give_up_shutdown_stops_the_supervisor() -> None:
     assert bystander.cancel_reason == "service 'consumer' gave up"
     with pytest.raises(SupervisorClosed):
         await sup.spawn(anyio.sleep, 0)
-    assert events.of(svc.task.task_id)[-2:] == ["service:gave_up", "task:failed"]
+    assert _of(events, svc.task.task_id)[-2:] == ["service:gave_up", "task:failed"]
     (line,) = _lines(logs, "service:gave_up")
     assert line["give_up"] == "shutdown"
     _check_totals(sup)
@@ -527,10 +558,9 @@ async def test_give_up_shutdown_in_hook_form() -> None:
 
 async def test_shutdown_cancels_a_running_service_without_restart() -> None:
     """At the shutdown deadline a service is cancelled like any task."""
-    events = Recorder()
     flaky = Flaky(0)
-    with capture_logs() as logs:
-        sup = Supervisor("app", on_event=events)
+    with capture_logs() as logs, capture_events() as events:
+        sup = Supervisor("app")
         await sup.startup()
         svc = await sup.start_service(flaky)
         with anyio.fail_after(10):
@@ -540,7 +570,7 @@ async def test_shutdown_cancels_a_running_service_without_restart() -> None:
     assert svc.task.state is TaskState.CANCELLED
     assert svc.task.cancel_reason == "shutdown"
     assert flaky.runs == 1
-    assert events.of(svc.task.task_id) == ["task:started", "task:cancelled"]
+    assert _of(events, svc.task.task_id) == ["task:started", "task:cancelled"]
     assert not _lines(logs, "service:restarting")
 
 

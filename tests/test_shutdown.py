@@ -11,23 +11,16 @@ import pytest
 from structlog.testing import capture_logs
 
 from supervisor import Supervisor, SupervisorClosed, TaskState
+from supervisor.testing import capture_events
 
 # The SPEC's bound: shutdown never takes longer than its timeout plus ~1 s.
 # Tests allow generous slack on top for a loaded CI machine.
 SLACK = 1.0 + 2.0
 
 
-class Recorder:
-    """An on_event handler that keeps every event."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, name: str, data: dict[str, Any]) -> None:
-        self.events.append((name, data))
-
-    def of(self, task_id: str) -> list[str]:
-        return [name for name, data in self.events if data["task_id"] == task_id]
+def _of(events: list[dict[str, Any]], task_id: str) -> list[str]:
+    """The names of one task's events, in order."""
+    return [event["event"] for event in events if event["task_id"] == task_id]
 
 
 async def test_drain_lets_running_work_finish() -> None:
@@ -61,19 +54,46 @@ async def test_drain_lets_running_work_finish() -> None:
     assert report.clean
 
 
-async def test_deadline_cancels_running_and_pending_with_reason_shutdown() -> None:
+@pytest.mark.virtual_time
+async def test_drain_ends_when_the_work_does_not_at_the_deadline(
+    seconds: float, virtual_clock: bool
+) -> None:
+    """A 10 s task under a 30 s shutdown timeout: shutdown takes 10 s, no more."""
+    started = anyio.Event()
+
+    async def work() -> str:
+        started.set()
+        await anyio.sleep(10 * seconds)
+        return "done"
+
+    sup = Supervisor("app", shutdown_timeout=30 * seconds)
+    await sup.startup()
+    task = await sup.spawn(work)
+    await started.wait()
+    t0 = anyio.current_time()
+    report = await sup.shutdown()
+    elapsed = anyio.current_time() - t0
+    assert task.result == "done"
+    assert report.clean
+    if virtual_clock:
+        assert elapsed == pytest.approx(10)
+    else:
+        assert elapsed < 30 * seconds + SLACK
+
+
+@pytest.mark.virtual_time
+async def test_deadline_cancels_running_and_pending_with_reason_shutdown(
+    seconds: float, virtual_clock: bool
+) -> None:
     """At the deadline running and unstarted tasks are cancelled, logged, emitted."""
-    events = Recorder()
     started = anyio.Event()
 
     async def forever() -> None:
         started.set()
         await anyio.sleep_forever()
 
-    with capture_logs() as logs:
-        sup = Supervisor(
-            "app", shutdown_timeout=0.05, max_concurrency=1, on_event=events
-        )
+    with capture_logs() as logs, capture_events() as events:
+        sup = Supervisor("app", shutdown_timeout=30 * seconds, max_concurrency=1)
         await sup.startup()
         running = await sup.spawn(forever)
         waiting = await sup.spawn(forever)
@@ -83,15 +103,19 @@ async def test_deadline_cancels_running_and_pending_with_reason_shutdown() -> No
         report = await sup.shutdown()
         elapsed = anyio.current_time() - t0
 
-    assert elapsed < 0.05 + SLACK
+    if virtual_clock:  # the whole timeout, then cancellation takes no time
+        assert elapsed == pytest.approx(30)
+    else:
+        assert elapsed >= 30 * seconds * 0.9
+        assert elapsed < 30 * seconds + SLACK
     assert set(report.cancelled) == {running, waiting}
     assert report.completed == 0
     for task in (running, waiting):
         assert task.state is TaskState.CANCELLED
         assert task.cancel_reason == "shutdown"
-    assert events.of(running.task_id) == ["task:started", "task:cancelled"]
-    assert events.of(waiting.task_id) == ["task:cancelled"]
-    cancelled = {d["task_id"]: d for n, d in events.events if n == "task:cancelled"}
+    assert _of(events, running.task_id) == ["task:started", "task:cancelled"]
+    assert _of(events, waiting.task_id) == ["task:cancelled"]
+    cancelled = {d["task_id"]: d for d in events if d["event"] == "task:cancelled"}
     assert cancelled[waiting.task_id]["attempt"] == 0
     assert cancelled[running.task_id]["reason"] == "shutdown"
     lines = [line for line in logs if line["event"] == "task:cancelled"]
@@ -114,9 +138,8 @@ async def test_blocking_sync_task_is_abandoned_and_stays_cancelled() -> None:
         release.wait(30)
         return "late"
 
-    events = Recorder()
-    with capture_logs() as logs:
-        sup = Supervisor("app", shutdown_timeout=0.05, on_event=events)
+    with capture_logs() as logs, capture_events() as events:
+        sup = Supervisor("app", shutdown_timeout=0.05)
         await sup.startup()
         task = await sup.spawn(block)
         await anyio.to_thread.run_sync(entered.wait, 10)
@@ -132,7 +155,7 @@ async def test_blocking_sync_task_is_abandoned_and_stays_cancelled() -> None:
         (line,) = [entry for entry in logs if entry["event"] == "task:cancelled"]
         assert line["abandoned"] is True
         assert line["reason"] == "shutdown"
-        assert events.of(task.task_id) == ["task:started", "task:cancelled"]
+        assert _of(events, task.task_id) == ["task:started", "task:cancelled"]
     finally:
         release.set()
     await anyio.sleep(0.1)  # let the worker thread finish; the record must not change
@@ -193,6 +216,7 @@ async def test_task_ignoring_cancellation_cannot_hold_shutdown(
             "cancellation without shielding itself, which SPEC 3 lets hold shutdown"
         )
     started = anyio.Event()
+    done = threading.Event()  # the test's own stop signal, not a cancellation
 
     async def stubborn() -> None:
         started.set()
@@ -200,37 +224,47 @@ async def test_task_ignoring_cancellation_cannot_hold_shutdown(
             try:
                 await anyio.sleep(0.05)
             except anyio.get_cancelled_exc_class():
-                continue  # deliberately wrong: swallows cancellation
-        raise AssertionError("unreachable within the test")
+                pass  # deliberately wrong: swallows cancellation
+            if done.is_set():
+                return
 
     sup = Supervisor("app", shutdown_timeout=0.1)
     await sup.startup()
     task = await sup.spawn(stubborn)
     await started.wait()
     t0 = anyio.current_time()
-    report = await sup.shutdown()
-    assert anyio.current_time() - t0 < 0.1 + SLACK
-    assert task.state is TaskState.CANCELLED
-    assert task.abandoned
-    assert report.cancelled == (task,)
+    try:
+        report = await sup.shutdown()
+        assert anyio.current_time() - t0 < 0.1 + SLACK
+        assert task.state is TaskState.CANCELLED
+        assert task.abandoned
+        assert report.cancelled == (task,)
+    finally:
+        done.set()  # else the test's loop waits out the stubborn task's 10 s
 
 
-async def test_shielded_task_is_waited_for_not_cancelled() -> None:
+@pytest.mark.virtual_time
+async def test_shielded_task_is_waited_for_not_cancelled(
+    seconds: float, virtual_clock: bool
+) -> None:
     """A shielded task survives the deadline; shutdown waits for it and says so."""
     started = anyio.Event()
 
     async def must_finish() -> str:
         started.set()
-        await anyio.sleep(0.3)
+        await anyio.sleep(60 * seconds)
         return "saved"
 
     with capture_logs() as logs:
-        sup = Supervisor("app", shutdown_timeout=0.01)
+        sup = Supervisor("app", shutdown_timeout=seconds)
         await sup.startup()
         task = await sup.options(shield=True).spawn(must_finish)
         other = await sup.spawn(anyio.sleep_forever)
         await started.wait()
+        t0 = anyio.current_time()
         report = await sup.shutdown()
+    if virtual_clock:  # past its 1 s timeout, shutdown waits the shielded 60 s
+        assert anyio.current_time() - t0 == pytest.approx(60)
     assert task.state is TaskState.SUCCEEDED
     assert task.result == "saved"
     assert report.shielded == (task,)

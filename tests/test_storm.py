@@ -22,6 +22,7 @@ import pytest
 import structlog
 
 from supervisor import Supervisor, TaskState
+from supervisor.testing import capture_events
 
 TOTAL = 3000
 TERMINAL = {"task:succeeded", "task:failed", "task:cancelled"}
@@ -113,7 +114,6 @@ async def test_storm_books_balance(
     """Under a random storm, stats, log lines, events and records always agree."""
     rng = random.Random(seed)
     gates = _Gates()
-    events: list[tuple[str, dict[str, Any]]] = []
     # task_id -> (record, kind, reason given to a successful cancel() or None)
     tasks: dict[str, Any] = {}
     order: list[str] = []
@@ -121,16 +121,12 @@ async def test_storm_books_balance(
     # history to be looked up: only where the history is large.
     threadsafe_share = 0.01 if history >= TOTAL else 0.0
 
-    def on_event(name: str, data: dict[str, Any]) -> None:
-        events.append((name, dict(data)))
-
     try:
-        with structlog.testing.capture_logs() as logs:
+        with structlog.testing.capture_logs() as logs, capture_events() as captured:
             sup = Supervisor(
                 name="storm",
                 max_concurrency=max_concurrency,
                 history=history,
-                on_event=on_event,
                 shutdown_timeout=30,
             )
             async with sup:
@@ -238,6 +234,7 @@ async def test_storm_books_balance(
         assert line["attempt"] == task.attempts
 
     # Events: one terminal event per task, after its one task:started (if any).
+    events = [(event["event"], event) for event in captured]
     terminal_events = [(n, d) for n, d in events if n in TERMINAL]
     events_by_task = Counter(d["task_id"] for _, d in terminal_events)
     assert set(events_by_task) == set(tasks)
