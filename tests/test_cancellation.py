@@ -53,3 +53,42 @@ async def test_host_cancellation_reaches_tasks_with_its_own_reason() -> None:
     assert sup.closed
     stats = sup.stats()
     assert (stats.spawned, stats.cancelled, stats.running) == (1, 1, 0)
+
+
+async def test_cancel_waits_for_the_tasks_own_shield_then_lands() -> None:
+    """cancel() during a task's own shielded section: the section finishes first.
+
+    On trio a cancelled scope cannot reach into a shielded one; on asyncio a
+    bare ``Task.cancel()`` would, so the supervisor holds the cancellation
+    until the task has left its anyio shield. Either way it lands at the next
+    checkpoint after the shield, and the task ends CANCELLED once.
+    """
+    in_shield = anyio.Event()
+    release = anyio.Event()
+    steps: list[str] = []
+
+    async def saves_then_waits() -> None:
+        with anyio.CancelScope(shield=True):
+            in_shield.set()
+            await release.wait()
+            steps.append("saved")
+        steps.append("after shield")
+        await anyio.sleep_forever()
+        steps.append("unreachable")
+
+    async with Supervisor("app") as sup:
+        task = await sup.spawn(saves_then_waits)
+        await in_shield.wait()
+        assert task.cancel("user asked")
+        for _ in range(20):  # the cancellation gets many chances to pierce
+            await anyio.sleep(0.005)
+        assert task.state is TaskState.RUNNING
+        assert steps == []
+        release.set()
+        with anyio.fail_after(10):
+            await task.wait_done()
+    assert steps == ["saved", "after shield"]
+    assert task.state is TaskState.CANCELLED
+    assert task.cancel_reason == "user asked"
+    stats = sup.stats()
+    assert (stats.spawned, stats.cancelled, stats.running) == (1, 1, 0)
