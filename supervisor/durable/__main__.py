@@ -12,6 +12,7 @@ cancel what is left (it is delivered again to another worker), exit 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import signal
 import sys
@@ -105,17 +106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: dict[str, Any] = {}
     if args.on_event:
         options["on_event"] = load(args.on_event, "--on-event")
-    if not args.no_configure_logging:
-        stream = open(args.log_file, "a", buffering=1) if args.log_file else None  # noqa: SIM115
-        configure_logging(level=args.log_level, stream=stream)
-    worker = Worker(
-        queue,
-        concurrency=args.concurrency,
-        shutdown_timeout=args.shutdown_timeout,
-        max_deliveries=args.max_deliveries,
-        supervisor_options=options,
-    )
-    anyio.run(serve, worker, backend="asyncio")
+    with contextlib.ExitStack() as files:  # the log file closes with the worker
+        if not args.no_configure_logging:
+            stream = None
+            if args.log_file:
+                stream = files.enter_context(open(args.log_file, "a", buffering=1))
+            configure_logging(level=args.log_level, stream=stream)
+        worker = Worker(
+            queue,
+            concurrency=args.concurrency,
+            shutdown_timeout=args.shutdown_timeout,
+            max_deliveries=args.max_deliveries,
+            supervisor_options=options,
+        )
+        anyio.run(serve, worker, backend="asyncio")
     return 0
 
 
