@@ -24,14 +24,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import os
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from inspect import CO_COROUTINE
-from types import FunctionType, TracebackType
+from types import FunctionType
 from typing import Any
 
 import anyio
@@ -39,9 +38,11 @@ import anyio.from_thread
 
 from ._backend import Backend
 from ._events import Emitter, TaskEvent, make_event
+from ._frames import timeout_error, user_frames
 from ._options import DEFAULT_OPTIONS, TaskOptions
 from ._prepare import make_coroutine_fast, prepare
 from ._records import SupervisorStats, make_stats
+from ._table import TaskTable
 from ._task import (
     RUNNING,
     BackgroundTask,
@@ -51,7 +52,7 @@ from ._task import (
 )
 from .exceptions import Overloaded, SupervisorError
 
-__all__ = ["Runner", "TaskTable"]
+__all__ = ["Runner"]
 
 _SUCCEEDED = TaskState.SUCCEEDED
 _FAILED = TaskState.FAILED
@@ -124,7 +125,7 @@ class Runner:
         # Ids: a per-runner random prefix and a counter; cheap and unique.
         self._prefix = uuid.uuid4().hex[:8] + "-"
         self._seq = 0
-        self.tasks = TaskTable(self)
+        self.tasks = TaskTable(self.live, self.history, self.expire)
         self._native_spawn = backend.spawn
         self._new_scope = backend.new_scope
         self._run = self._run_body if backend.new_scope is None else self._run_in_scope
@@ -427,7 +428,7 @@ class Runner:
                 except Exception as exc:
                     error = exc
                     if timeout is not None and deadline.cancel_called:
-                        error = _timeout_error(record.name, timeout, exc)
+                        error = timeout_error(record.name, timeout, exc)
                     if (
                         retry is None
                         or record.attempts >= retry.attempts
@@ -507,7 +508,7 @@ class Runner:
             return
         if not self._settle(job, _FAILED):
             return
-        exc.__traceback__ = _user_frames(exc.__traceback__)
+        exc.__traceback__ = user_frames(exc.__traceback__)
         record.error = exc
         await self._emit(job, "task:failed", exc)
         self._retire(job)
@@ -624,46 +625,6 @@ class Runner:
         await self._emit(job, name, error, details)
 
 
-class TaskTable(Mapping[str, Record]):
-    """Read-only view over live tasks plus the bounded history."""
-
-    __slots__ = ("_runner",)
-
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
-
-    def __getitem__(self, task_id: str) -> Record:
-        runner = self._runner
-        job = runner.live.get(task_id)
-        if job is not None:
-            return job.record
-        runner.expire()
-        return runner.history[task_id]
-
-    def __iter__(self) -> Iterator[str]:
-        runner = self._runner
-        runner.expire()
-        yield from list(runner.live)
-        yield from list(runner.history)
-
-    def __len__(self) -> int:
-        self._runner.expire()
-        return len(self._runner.live) + len(self._runner.history)
-
-    def __contains__(self, task_id: object) -> bool:
-        runner = self._runner
-        if task_id in runner.live:
-            return True
-        runner.expire()
-        return task_id in runner.history
-
-    def __repr__(self) -> str:
-        runner = self._runner
-        return (
-            f"<supervisor tasks live={len(runner.live)} history={len(runner.history)}>"
-        )
-
-
 def discard(job: Job) -> None:
     """Undo a spawn that will not happen: close its coroutine unawaited."""
     if job.coro is not None:
@@ -694,47 +655,3 @@ def _in_thread(job: Job) -> Any:
             "that the supervisor awaits it"
         )
     return result
-
-
-# -- tracebacks that show the task's code, not ours ----------------------------
-
-_OUR_DIR = os.path.dirname(__file__) + os.sep
-_LIBRARY_DIRS = tuple(
-    os.path.dirname(module.__file__) + os.sep
-    for module in (anyio, contextvars, threading)
-    if module.__file__
-)
-
-
-def _user_frames(tb: TracebackType | None) -> TracebackType | None:
-    """Drop the runner's own frames from the head of a task's traceback."""
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OUR_DIR):
-        tb = tb.tb_next
-    return tb
-
-
-def _timeout_error(name: str, timeout: float, exc: BaseException) -> TimeoutError:
-    """The ``TimeoutError`` of a task past its deadline, with the task's frames only.
-
-    What anyio raises carries the event loop's and anyio's own frames and a
-    chained cancellation (about 35 lines per failure); the operator needs
-    where the task was when time ran out.
-    """
-    error = TimeoutError(f"task {name!r} exceeded its {timeout} s timeout")
-    source = exc.__context__ if exc.__context__ is not None else exc
-    frames: list[TracebackType] = []
-    tb = source.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if not filename.startswith((_OUR_DIR, *_LIBRARY_DIRS)) and not (
-            "/asyncio/" in filename or "/trio/" in filename
-        ):
-            frames.append(tb)
-        tb = tb.tb_next
-    rebuilt: TracebackType | None = None
-    for frame_tb in reversed(frames):
-        rebuilt = TracebackType(
-            rebuilt, frame_tb.tb_frame, frame_tb.tb_lasti, frame_tb.tb_lineno
-        )
-    error.__suppress_context__ = True
-    return error.with_traceback(rebuilt)
