@@ -160,6 +160,8 @@ class Supervisor:
         self._report: ShutdownReport | None = None
         # Listeners added before startup, attached to the emitter then.
         self._listeners: list[Listener] = []
+        # Handles start_service() returned, for the read-only ``services`` view.
+        self._services: list[Service] = []
 
     # -- configuration (read-only once built; see SupervisorConfig) ----------
 
@@ -575,7 +577,7 @@ class Supervisor:
         ``max_concurrency``/``max_pending``: they would hold a slot forever.
         """
         await anyio.lowlevel.checkpoint()
-        return await _services.start_service(
+        service = await _services.start_service(
             self._usable_runner("start_service()"),
             func,
             args,
@@ -587,6 +589,12 @@ class Supervisor:
             give_up=give_up,
             stop_supervisor=self._stop,
         )
+        # Keep the handles whose records the supervisor still remembers, so
+        # a service started and stopped in a loop does not grow the list.
+        tasks = self.tasks
+        self._services = [s for s in self._services if s.task.task_id in tasks]
+        self._services.append(service)
+        return service
 
     async def _spawn(
         self,
@@ -693,6 +701,17 @@ class Supervisor:
         """Live tasks plus the last ``history`` finished ones, by id (read-only)."""
         runner = self._runner
         return _NO_TASKS if runner is None else runner.tasks
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """The services started since startup, oldest first, running or ended.
+
+        For dashboards and health checks: each :class:`Service` gives its
+        record (state, attempts), its restart strategy and its restart count.
+        An ended service stays listed while its record is in :attr:`tasks`.
+        """
+        tasks = self.tasks
+        return tuple(s for s in self._services if s.task.task_id in tasks)
 
     def get(self, task_id: str) -> BackgroundTask[Any] | None:
         """The task with this id, or None if unknown or forgotten."""

@@ -635,6 +635,28 @@ async def test_cancel_stops_a_service_without_restart() -> None:
     assert not _lines(logs, "service:restarting")
 
 
+async def test_services_lists_started_services_running_or_ended() -> None:
+    """sup.services: every handle start_service() returned, oldest first."""
+    first, second = Flaky(0), Flaky(0)
+    sup = Supervisor("app")
+    assert sup.services == ()
+    async with sup:
+        a = await sup.start_service(first, name="a")
+        b = await sup.start_service(second, name="b")
+        assert sup.services == (a, b)
+        with anyio.fail_after(10):
+            await first.up.wait()
+        a.cancel("done with it")
+        with anyio.fail_after(10):
+            await a.task.wait_done()
+        assert sup.services == (a, b)  # ended, still remembered
+        assert [s.task.state for s in sup.services] == [
+            TaskState.CANCELLED,
+            TaskState.RUNNING,
+        ]
+    assert sup.services == (a, b)  # still readable after shutdown
+
+
 async def test_swallowed_cancellation_does_not_restart() -> None:
     """A run that catches its cancellation and returns is not restarted."""
     runs = 0
