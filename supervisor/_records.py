@@ -104,7 +104,9 @@ class ShutdownReport:
     the subset of ``cancelled`` whose worker threads were still running
     (Python cannot interrupt a thread; they are reported, not waited for).
     ``shielded`` lists shielded tasks that shutdown waited for past the
-    deadline.
+    deadline. ``services`` is the subset of ``cancelled`` that were services
+    (``start_service``), stopped as planned when shutdown began: they never
+    end by themselves, so stopping them is not a sign of lost work.
     """
 
     completed: int = 0
@@ -112,11 +114,17 @@ class ShutdownReport:
     abandoned: tuple[BackgroundTask[Any], ...] = ()
     shielded: tuple[BackgroundTask[Any], ...] = ()
     duration_s: float = 0.0
+    services: tuple[BackgroundTask[Any], ...] = ()
+
+    @property
+    def cancelled_at_deadline(self) -> int:
+        """How many tasks other than services shutdown had to cancel."""
+        return len(self.cancelled) - len(self.services)
 
     @property
     def clean(self) -> bool:
-        """True when nothing had to be cancelled or abandoned."""
-        return not self.cancelled and not self.abandoned
+        """True when no task but the services had to be cancelled or abandoned."""
+        return not self.cancelled_at_deadline and not self.abandoned
 
     @classmethod
     def _create(cls, *args: Any, **kwargs: Any) -> ShutdownReport:  # made_here

@@ -100,6 +100,7 @@ async def drain_and_cancel(runner: Runner, timeout: float) -> ShutdownReport:
     return make_report(
         completed=completed,
         cancelled=cancelled,
+        services=tuple(job.record for job in services if job.record in cancelled),
         abandoned=tuple(t for t in cancelled if t.abandoned),
         shielded=tuple(job.record for job in shielded),
         duration_s=time.monotonic() - began,

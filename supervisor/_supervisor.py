@@ -369,11 +369,12 @@ class Supervisor:
         stats = runner.stats()
         safe_log(
             self.logger,
-            "warning" if report.cancelled else "info",
+            "info" if report.clean else "warning",
             "supervisor:shutdown",
             supervisor=self.name,
             drained=report.completed,
-            cancelled_at_deadline=len(report.cancelled),
+            cancelled_at_deadline=report.cancelled_at_deadline,
+            services_stopped=len(report.services),
             abandoned=len(report.abandoned),
             shielded=len(report.shielded),
             duration_s=round(report.duration_s, 6),

@@ -193,8 +193,13 @@ class BackgroundTask(Generic[T]):
         starts; one whose body returns before the cancellation reaches it
         still ends ``CANCELLED`` (its result is dropped); one that raises on
         its way out ends ``FAILED`` with that error, which is more useful to
-        see. Safe to call from any thread: from another thread it waits
-        until the event loop has taken the request.
+        see. Safe to call from any thread: from another thread it blocks
+        that thread until the event loop has taken the request (usually
+        microseconds), so never call it from a thread the event loop is
+        itself blocked on, such as code the loop runs synchronously and
+        waits for; that would deadlock. Worker threads (``to_thread``, a
+        framework's thread pool) are fine. Once the loop has finished it
+        returns False.
         """
         if not isinstance(reason, str):
             raise TypeError(f"cancel(reason=...) takes a str, got {reason!r}")

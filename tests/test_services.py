@@ -613,8 +613,42 @@ async def test_shutdown_stops_services_first_without_waiting_or_restarting() -> 
     assert svc.task.cancel_reason == "shutdown"
     assert crashing.task.state is TaskState.FAILED  # its error is worth seeing
     assert report.cancelled == (svc.task,)
+    assert report.services == (svc.task,)
     assert report.completed == 0
     assert not _lines(logs, "service:restarting")
+
+
+async def test_stopping_services_is_a_clean_shutdown() -> None:
+    """Services stopped as planned are not "cancelled at the deadline" noise."""
+    flaky = Flaky(0)
+    stuck = anyio.Event()
+    with capture_logs() as logs:
+        sup = Supervisor("app")
+        await sup.startup()
+        svc = await sup.start_service(flaky)
+        with anyio.fail_after(10):
+            await flaky.up.wait()
+        report = await sup.shutdown(timeout=5)
+    assert report.clean
+    assert (report.cancelled, report.services) == ((svc.task,), (svc.task,))
+    assert report.cancelled_at_deadline == 0
+    [line] = _lines(logs, "supervisor:shutdown")
+    assert line["log_level"] == "info"
+    assert (line["cancelled_at_deadline"], line["services_stopped"]) == (0, 1)
+
+    # A task cancelled at the deadline beside a service still warns.
+    with capture_logs() as logs:
+        sup = Supervisor("app")
+        await sup.startup()
+        svc = await sup.start_service(Flaky(0))
+        task = await sup.spawn(stuck.wait)
+        report = await sup.shutdown(timeout=0.01)
+    assert not report.clean
+    assert report.cancelled_at_deadline == 1
+    assert set(report.cancelled) == {svc.task, task}
+    [line] = _lines(logs, "supervisor:shutdown")
+    assert line["log_level"] == "warning"
+    assert (line["cancelled_at_deadline"], line["services_stopped"]) == (1, 1)
 
 
 async def test_cancel_stops_a_service_without_restart() -> None:
