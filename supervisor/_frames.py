@@ -23,6 +23,12 @@ _LIBRARY_DIRS = tuple(
     for module in (anyio, contextvars, threading)
     if module.__file__
 )
+# The event loops' packages, by name (trio and outcome are optional, so they
+# are not imported to find their paths): trio re-raises a cancellation
+# through ``outcome``'s ``unwrap``, which is no more the task's than trio is.
+_LOOP_PACKAGES = tuple(
+    f"{os.sep}{name}{os.sep}" for name in ("asyncio", "trio", "outcome")
+)
 
 
 def user_frames(tb: TracebackType | None) -> TracebackType | None:
@@ -45,8 +51,8 @@ def timeout_error(name: str, timeout: float, exc: BaseException) -> TimeoutError
     tb = source.__traceback__
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
-        if not filename.startswith((_OUR_DIR, *_LIBRARY_DIRS)) and not (
-            "/asyncio/" in filename or "/trio/" in filename
+        if not filename.startswith((_OUR_DIR, *_LIBRARY_DIRS)) and not any(
+            package in filename for package in _LOOP_PACKAGES
         ):
             frames.append(tb)
         tb = tb.tb_next

@@ -508,7 +508,6 @@ class Runner:
             return
         if not self._settle(job, _FAILED):
             return
-        exc.__traceback__ = user_frames(exc.__traceback__)
         record.error = exc
         await self._emit(job, "task:failed", exc)
         self._retire(job)
@@ -612,6 +611,10 @@ class Runner:
         error: BaseException | None = None,
         details: Mapping[str, Any] = _NO_DETAILS,
     ) -> None:
+        if error is not None:
+            # Failures, retries and restarts show where the task was, not
+            # the runner's or the service loop's frames above it.
+            error.__traceback__ = user_frames(error.__traceback__)
         await self.emitter.emit(self.event(job, name, error, details))
 
     async def report(

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import itertools
 import threading
+import traceback
 from typing import Any
 
 import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor import Retry, Supervisor, TaskFailed, TaskOptions, TaskState
+from supervisor import (
+    Retry,
+    Supervisor,
+    TaskEvent,
+    TaskFailed,
+    TaskOptions,
+    TaskState,
+)
 from supervisor.testing import capture_events
 
 
@@ -93,10 +101,31 @@ async def test_retry_until_success_goes_running_pending_running() -> None:
     assert [data["attempt"] for data in retrying] == [1, 2]
     assert retrying[0]["error"] == "attempt 1"
     assert retrying[0]["error_type"] == "ConnectionError"
-    assert [e["log_level"] for e in logs if e["event"] == "task:retrying"] == [
-        "warning",
-        "warning",
-    ]
+    retry_lines = [e for e in logs if e["event"] == "task:retrying"]
+    assert [e["log_level"] for e in retry_lines] == ["warning", "warning"]
+    assert not [e for e in retry_lines if "exc_info" in e]  # one per failure
+
+
+async def test_a_retry_event_carries_the_tasks_own_frames() -> None:
+    """A listener's TaskEvent.error starts at the task's frame, not the runner's."""
+    errors: list[BaseException] = []
+
+    async def flaky() -> None:
+        raise ConnectionError("down")
+
+    def listen(event: TaskEvent) -> None:
+        if event.error is not None:
+            errors.append(event.error)
+
+    async with Supervisor("app") as sup:
+        sup.add_listener(listen)
+        retry = Retry(attempts=2, on=ConnectionError, initial=0, jitter=0)
+        task = await sup.options(retry=retry).spawn(flaky)
+        await task.wait_done()
+    assert len(errors) == 2  # task:retrying, then task:failed
+    for error in errors:
+        frames = traceback.extract_tb(error.__traceback__)
+        assert [frame.name for frame in frames] == ["flaky"], frames
 
 
 async def test_retry_exhausted_fails_with_last_error() -> None:

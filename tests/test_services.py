@@ -13,6 +13,7 @@ import contextvars
 import functools
 import itertools
 import math
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -263,6 +264,9 @@ async def test_permanent_restarts_after_crash() -> None:
         assert line["reason"] == "crashed"
         assert line["error_type"] == "ConnectionError"
         assert isinstance(line["exc_info"], ConnectionError)
+        # The service's own frame, not the supervisor's restart loop.
+        frames = traceback.extract_tb(line["exc_info"].__traceback__)
+        assert [frame.name for frame in frames] == ["__call__"], frames
         assert line["task_name"] == "consumer"
         assert line["supervisor"] == "app"
     assert lines[0]["error"] == "broker down (run 1)"
