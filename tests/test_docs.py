@@ -203,6 +203,53 @@ def test_snippet_runs(snippet: Snippet, mode: str, tmp_path: Path) -> None:
         )
 
 
+# What the README's "Use" example leaves to the reader's app.
+_README_PRELUDE = """
+import anyio
+
+async def send_email(to: str, timeout: int) -> None:
+    await anyio.sleep(0)
+
+def generate_report(rows: list[int]) -> int:
+    return sum(rows)
+
+rows = [1, 2, 3]
+
+async def main() -> None:
+"""
+_README_CHECK = """
+    assert await task.wait() is None
+    assert result == 6
+    assert report.state.value == "succeeded"
+    assert sup.stats().succeeded == 2
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_readme_use_example_runs(backend: str, tmp_path: Path) -> None:
+    """The README's "Use" block, inside a main() with the app's functions."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    use = readme[readme.index("## Use") :]
+    start = use.index("```python\n") + len("```python\n")
+    body = use[start : use.index("\n```", start)]
+    code = _README_PRELUDE + "".join(
+        f"    {line}\n" if line else "\n" for line in body.splitlines()
+    )
+    code += _README_CHECK
+    result = subprocess.run(
+        [sys.executable, "-c", _RUNNER, "README.md:Use", backend],
+        input=code,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"{code}\n--- stderr ---\n{result.stderr}"
+    assert "spawned=2" in result.stdout, result.stdout  # print(sup.stats())
+
+
 def test_required_pages_have_runnable_examples() -> None:
     """The tutorial, concepts, testing, logging and migration pages are executed."""
     pages = {snippet.page for snippet in collect()}
