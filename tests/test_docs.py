@@ -150,6 +150,22 @@ def _cases() -> list[Any]:
     return cases
 
 
+def _run(
+    command: list[str], stdin: str | None, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run an example in a fresh interpreter, bounded."""
+    return subprocess.run(
+        command,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(("snippet", "mode"), _cases())
 def test_snippet_runs(snippet: Snippet, mode: str, tmp_path: Path) -> None:
     """A runnable snippet runs to completion in a fresh interpreter."""
@@ -182,16 +198,7 @@ def test_snippet_runs(snippet: Snippet, mode: str, tmp_path: Path) -> None:
     else:
         command = [sys.executable, "-c", _RUNNER, snippet.label, mode]
         stdin = snippet.code
-    result = subprocess.run(
-        command,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_env(),
-        timeout=120,
-        check=False,
-    )
+    result = _run(command, stdin, tmp_path)
     assert result.returncode == 0, (
         f"{snippet.label} ({mode}) exited with {result.returncode}\n"
         f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
@@ -236,16 +243,8 @@ def test_readme_use_example_runs(backend: str, tmp_path: Path) -> None:
         f"    {line}\n" if line else "\n" for line in body.splitlines()
     )
     code += _README_CHECK
-    result = subprocess.run(
-        [sys.executable, "-c", _RUNNER, "README.md:Use", backend],
-        input=code,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_env(),
-        timeout=120,
-        check=False,
-    )
+    command = [sys.executable, "-c", _RUNNER, "README.md:Use", backend]
+    result = _run(command, code, tmp_path)
     assert result.returncode == 0, f"{code}\n--- stderr ---\n{result.stderr}"
     assert "spawned=2" in result.stdout, result.stdout  # print(sup.stats())
 
