@@ -7,6 +7,7 @@
   const pollMs = Math.max(100, Number(document.body.dataset.pollMs) || 1000);
   const STATS = ["running", "pending", "spawned", "succeeded", "failed", "cancelled"];
   let canCancel = false;
+  let shownFailures = null;
 
   function el(tag, text, className) {
     const node = document.createElement(tag);
@@ -134,10 +135,16 @@
       );
       return row;
     });
-    const failures = document.getElementById("failures");
-    failures.replaceChildren(...data.failures.map(failure));
-    if (data.truncated.failures > 0) {
-      failures.append(el("p", "… and " + data.truncated.failures + " older", "more"));
+    // Failures are redrawn only when they change, so that a person can
+    // select and copy a traceback between polls.
+    const failuresKey = JSON.stringify([data.failures, data.truncated.failures]);
+    if (failuresKey !== shownFailures) {
+      shownFailures = failuresKey;
+      const failures = document.getElementById("failures");
+      failures.replaceChildren(...data.failures.map(failure));
+      if (data.truncated.failures > 0) {
+        failures.append(el("p", "… and " + data.truncated.failures + " older", "more"));
+      }
     }
     document.getElementById("failures-empty").classList.toggle(
       "hidden",
