@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import ServeFactory
+from .conftest import EXIT_BOUND, ServeFactory
 
 APPS = Path(__file__).resolve().parent / "apps"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -33,6 +33,8 @@ HOSTILE_ERROR = (
     "</script><script>window.pwned='error'</script>\x1b[31mred\x1b[0m <b>bold</b>"
 )
 
+#: The app's drain deadline (EXAMPLE_SHUTDOWN_TIMEOUT, the serve() default).
+SHUTDOWN_TIMEOUT = 1.0
 #: Seconds the page may take to show a change (it polls every 0.2 s).
 SHOWN_WITHIN = 10.0
 
@@ -176,7 +178,9 @@ def test_a_person_watches_tasks_start_fail_finish_and_cancels_one(
     serve: ServeFactory, browser: Any, command: Callable[[int], list[str]]
 ) -> None:
     """The page follows tasks live, shows hostile text literally, and cancels."""
-    server = serve(command, env={"PYTHONPATH": str(APPS)})
+    server = serve(
+        command, shutdown_timeout=SHUTDOWN_TIMEOUT, env={"PYTHONPATH": str(APPS)}
+    )
     by = "css selector"
     browser.get(f"{server.url}/tasks")  # Starlette redirects to /tasks/
     status = "its first update"
@@ -250,3 +254,29 @@ def test_a_person_watches_tasks_start_fail_finish_and_cancels_one(
         if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]
     ]
     assert severe == []
+
+    # An open page holds no connection: the server exits within its bound
+    # (nothing else is left to drain; the service is cancelled), and the page
+    # says that the server is away.
+    seconds = server.terminate(timeout=SHUTDOWN_TIMEOUT + EXIT_BOUND + 10)
+    print(f"server exited {seconds:.2f} s after SIGTERM with the page open")
+    assert seconds < SHUTDOWN_TIMEOUT + EXIT_BOUND, server.output()
+    offline = "the server gone"
+    _until(browser, offline, lambda d: "Offline" in d.find_element(by, "#status").text)
+
+
+@pytest.mark.parametrize("missing", ["chromium", "chromedriver"])
+def test_without_a_browser_the_skip_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """No Chromium or no chromedriver: a skip naming the Debian packages."""
+
+    def which(name: str) -> str | None:
+        is_driver = name == "chromedriver"
+        gone = is_driver if missing == "chromedriver" else not is_driver
+        return None if gone else f"/usr/bin/{name}"
+
+    monkeypatch.setattr(shutil, "which", which)
+    expected = "Chromium" if missing == "chromium" else "chromedriver"
+    with pytest.raises(pytest.skip.Exception, match=rf"no {expected} found; install"):
+        _browser_paths()
