@@ -163,9 +163,12 @@ class _TaskPage:
     _page: bytes = attrs.field(init=False)
     _assets: dict[str, tuple[bytes, bytes]] = attrs.field(init=False)
     # Formatting a traceback costs more than the rest of a poll, and a
-    # failure never changes: each is formatted once, by task id, and kept
-    # while it is among the failures shown.
-    _tracebacks: dict[str, str] = attrs.field(init=False, factory=dict)
+    # failure never changes: each is formatted once and kept while it is
+    # among the failures shown (by task id, checked against the exception:
+    # a page without supervisor= may show several supervisors in turn).
+    _tracebacks: dict[str, tuple[BaseException, str]] = attrs.field(
+        init=False, factory=dict
+    )
 
     def __attrs_post_init__(self) -> None:
         page = _read_asset("page.html").decode("utf-8")
@@ -245,7 +248,7 @@ class _TaskPage:
             await _error(send, 503, str(exc))
             return
         can_cancel = self.options.authorize is not None and await self._allowed(scope)
-        data = self.data(sup)
+        data = self._data(sup)
         data["can_cancel"] = can_cancel
         body = b"" if scope["method"] == "HEAD" else _json(data)
         await _respond(send, 200, body)
@@ -254,7 +257,7 @@ class _TaskPage:
         sup = self.options.supervisor
         return current_supervisor() if sup is None else sup
 
-    def data(self, sup: Supervisor) -> dict[str, Any]:
+    def _data(self, sup: Supervisor) -> dict[str, Any]:
         """What the page shows, JSON-ready: no task argument, result or kwarg."""
         tasks = list(sup.tasks.values())
         limit = self.options.max_rows
@@ -291,10 +294,14 @@ class _TaskPage:
         cache, self._tracebacks = self._tracebacks, {}
         shown = []
         for task in failed:
-            text = cache.get(task.task_id)
-            if text is None:
-                text = "".join(traceback.format_exception(task.error)).rstrip("\n")
-            self._tracebacks[task.task_id] = text
+            error = task.error
+            assert error is not None  # a FAILED record holds its exception
+            cached = cache.get(task.task_id)
+            if cached is not None and cached[0] is error:
+                text = cached[1]
+            else:
+                text = _format(error)
+            self._tracebacks[task.task_id] = (error, text)
             shown.append({**_task(task), "traceback": self._cut(text)})
         return shown
 
@@ -384,6 +391,14 @@ def _task(task: BackgroundTask[Any]) -> dict[str, Any]:
         "error_type": None if error is None else type(error).__qualname__,
         "error": None if error is None else _text(_safe_str(error), _MAX_MESSAGE),
     }
+
+
+def _format(error: BaseException) -> str:
+    """The traceback as Python prints it (the runner's frames already trimmed)."""
+    try:
+        return "".join(traceback.format_exception(error)).rstrip("\n")
+    except Exception as exc:  # a hostile exception must not break the page
+        return f"(the traceback could not be formatted: {type(exc).__name__})"
 
 
 def _iso(moment: datetime | None) -> str | None:

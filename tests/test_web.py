@@ -153,6 +153,29 @@ async def test_tracebacks_are_cut_to_their_end(sup: Supervisor) -> None:
     assert len(text) < 400
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+async def test_hostile_exceptions_and_long_names_do_not_break_the_page(
+    sup: Supervisor,
+) -> None:
+    """An exception whose str() raises, and a 10 kB name, still give a page."""
+
+    async def raise_unprintable() -> None:
+        raise Unprintable
+
+    task = await sup.options(name="x" * 10_000).spawn(raise_unprintable)
+    await task.wait_done()
+    data = await get_json(supervisor.web.app(sup))
+    [failure] = data["failures"]
+    assert failure["error"] == "<str() of Unprintable raised RuntimeError>"
+    assert failure["error_type"] == "Unprintable"
+    assert "raise_unprintable" in failure["traceback"]
+    assert failure["name"] == "x" * 200 + "…"
+
+
 async def test_failures_newest_first_and_bounded(sup: Supervisor) -> None:
     """At most max_failures failures, the newest first; the rest are counted."""
     for i in range(5):
