@@ -41,8 +41,7 @@ import html
 import inspect
 import json
 import re
-import traceback
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -50,10 +49,12 @@ from typing import Any
 import attrs
 
 from . import _validate as v
+from . import _web_http as http
 from ._lifespan import ASGIApp, Receive, Scope, Send
 from ._registry import current_supervisor
 from ._supervisor import Supervisor
-from ._task import BackgroundTask, TaskState, _safe_str
+from ._task import BackgroundTask, TaskState
+from ._web_facts import MAX_NAME, format_traceback, safe_text, task_facts
 from .exceptions import SupervisorError
 
 __all__ = ["Authorize", "app"]
@@ -62,18 +63,6 @@ __all__ = ["Authorize", "app"]
 Authorize = Callable[[Scope], "bool | Awaitable[bool]"]
 
 _CANCEL_ROUTE = re.compile(r"/api/tasks/(?P<task_id>[^/]+)/cancel")
-# C0/C1 controls (but newline and tab), and the bidirectional overrides and
-# isolates that make text display in another order than it reads.
-_UNPRINTABLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
-_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
-)
-_MAX_NAME = 200
-_MAX_MESSAGE = 1000
 
 
 def _read_asset(name: str) -> bytes:
@@ -191,7 +180,7 @@ class _TaskPage:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await http.serve_lifespan(receive, send)
             return
         if kind != "http":
             if kind == "websocket":
@@ -210,7 +199,7 @@ class _TaskPage:
         if route == "":
             # Relative URLs on the page resolve against a trailing slash.
             location = f"{root}/".encode()
-            await _respond(send, 307, b"", headers=[(b"location", location)])
+            await http.respond(send, 307, b"", headers=[(b"location", location)])
         elif route == "/":
             await self._get_only(scope, send, self._page, b"text/html; charset=utf-8")
         elif route in self._assets:
@@ -220,24 +209,24 @@ class _TaskPage:
             if method in ("GET", "HEAD"):
                 await self._snapshot(scope, send)
             else:
-                await _error(send, 405, "use GET", allow=b"GET, HEAD")
+                await http.error(send, 405, "use GET", allow=b"GET, HEAD")
         elif match is not None and self.options.authorize is not None:
             if method == "POST":
                 await self._cancel(scope, receive, send, match["task_id"])
             else:
-                await _error(send, 405, "use POST", allow=b"POST")
+                await http.error(send, 405, "use POST", allow=b"POST")
         else:
-            await _error(send, 404, f"no such page: {route!r}")
+            await http.error(send, 404, f"no such page: {route!r}")
 
     async def _get_only(
         self, scope: Scope, send: Send, body: bytes, content_type: bytes
     ) -> None:
         if scope["method"] not in ("GET", "HEAD"):
-            await _error(send, 405, "use GET", allow=b"GET, HEAD")
+            await http.error(send, 405, "use GET", allow=b"GET, HEAD")
             return
         if scope["method"] == "HEAD":
             body = b""
-        await _respond(send, 200, body, content_type=content_type)
+        await http.respond(send, 200, body, content_type=content_type)
 
     # -- data -------------------------------------------------------------
 
@@ -245,13 +234,13 @@ class _TaskPage:
         try:
             sup = self._supervisor()
         except SupervisorError as exc:
-            await _error(send, 503, str(exc))
+            await http.error(send, 503, str(exc))
             return
         can_cancel = self.options.authorize is not None and await self._allowed(scope)
         data = self._data(sup)
         data["can_cancel"] = can_cancel
-        body = b"" if scope["method"] == "HEAD" else _json(data)
-        await _respond(send, 200, body)
+        body = b"" if scope["method"] == "HEAD" else http.to_json(data)
+        await http.respond(send, 200, body)
 
     def _supervisor(self) -> Supervisor:
         sup = self.options.supervisor
@@ -268,14 +257,14 @@ class _TaskPage:
         services = sup.services
         phase = "running" if sup.running else ("closed" if sup.closed else "stopped")
         return {
-            "supervisor": {"name": _text(sup.name, _MAX_NAME), "state": phase},
+            "supervisor": {"name": safe_text(sup.name, MAX_NAME), "state": phase},
             "generated_at": datetime.now(UTC).isoformat(),
             "stats": sup.stats().as_dict(),
-            "running": [_task(t) for t in running[:limit]],
-            "pending": [_task(t) for t in pending[:limit]],
+            "running": [task_facts(t) for t in running[:limit]],
+            "pending": [task_facts(t) for t in pending[:limit]],
             "services": [
                 {
-                    **_task(s.task),
+                    **task_facts(s.task),
                     "restart": s.restart,
                     "restarts": s.restarts,
                 }
@@ -300,16 +289,16 @@ class _TaskPage:
             if cached is not None and cached[0] is error:
                 text = cached[1]
             else:
-                text = _format(error)
+                text = format_traceback(error)
             self._tracebacks[task.task_id] = (error, text)
-            shown.append({**_task(task), "traceback": self._cut(text)})
+            shown.append({**task_facts(task), "traceback": self._cut(text)})
         return shown
 
     def _cut(self, text: str) -> str | None:
         limit = self.options.traceback_chars
         if len(text) > limit:
             text = f"[{len(text) - limit} characters cut]\n…{text[-limit:]}"
-        return _text(text, None)
+        return safe_text(text, None)
 
     # -- cancelling ---------------------------------------------------------
 
@@ -331,20 +320,22 @@ class _TaskPage:
     ) -> None:
         refusal = await self._refusal(scope, receive)
         if refusal is not None:
-            await _error(send, *refusal)
+            await http.error(send, *refusal)
             return
         try:
             sup = self._supervisor()
         except SupervisorError as exc:
-            await _error(send, 503, str(exc))
+            await http.error(send, 503, str(exc))
             return
         task = sup.get(task_id)
         if task is None:
-            await _error(send, 404, f"no task with id {task_id!r}")
+            await http.error(send, 404, f"no task with id {task_id!r}")
             return
         cancelled = task.cancel("cancelled from the task page")
         reply = {"task_id": task.task_id, "cancelled": cancelled}
-        await _respond(send, 200, _json({**reply, "state": task.state.value}))
+        await http.respond(
+            send, 200, http.to_json({**reply, "state": task.state.value})
+        )
 
     async def _refusal(self, scope: Scope, receive: Receive) -> tuple[int, str] | None:
         """Why a cancel request is refused (status, message), or None to go on.
@@ -353,7 +344,7 @@ class _TaskPage:
         form or text bodies; the Origin and Fetch-metadata checks refuse what
         a cross-site script could still send (CSRF).
         """
-        headers = _headers(scope)
+        headers = http.headers_of(scope)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return (
@@ -361,11 +352,11 @@ class _TaskPage:
                 "send the cancel request with Content-Type: application/json "
                 "(a cross-site form cannot)",
             )
-        if not _same_origin(headers):
+        if not http.same_origin(headers):
             return 403, "cross-site request refused"
         if not await self._allowed(scope):
             return 403, "not allowed to cancel tasks"
-        body = await _read_body(receive, limit=4096)
+        body = await http.read_body(receive, limit=4096)
         try:
             payload = json.loads(body or b"{}")
         except ValueError:
@@ -373,123 +364,3 @@ class _TaskPage:
         if not isinstance(payload, dict):
             return 400, "the body must be a JSON object, e.g. {}"
         return None
-
-
-def _task(task: BackgroundTask[Any]) -> dict[str, Any]:
-    """One task's public facts; never its arguments, kwargs or result."""
-    error = task.error
-    return {
-        "task_id": task.task_id,
-        "name": _text(task.name, _MAX_NAME),
-        "state": task.state.value,
-        "attempts": task.attempts,
-        "created_at": task.created_at.isoformat(),
-        "started_at": _iso(task.started_at),
-        "completed_at": _iso(task.completed_at),
-        "duration_s": task.duration_s,
-        "cancel_reason": _text(task.cancel_reason, _MAX_MESSAGE),
-        "error_type": None if error is None else type(error).__qualname__,
-        "error": None if error is None else _text(_safe_str(error), _MAX_MESSAGE),
-    }
-
-
-def _format(error: BaseException) -> str:
-    """The traceback as Python prints it (the runner's frames already trimmed)."""
-    try:
-        return "".join(traceback.format_exception(error)).rstrip("\n")
-    except Exception as exc:  # a hostile exception must not break the page
-        return f"(the traceback could not be formatted: {type(exc).__name__})"
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _text(value: str | None, limit: int | None) -> str | None:
-    """Text safe to show: controls and bidi overrides made visible, length bounded."""
-    if value is None:
-        return None
-    if limit is not None and len(value) > limit:
-        value = value[:limit] + "…"
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], value)
-
-
-# -- ASGI plumbing -------------------------------------------------------------
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {
-        k.decode("latin-1").lower(): v.decode("latin-1")
-        for k, v in scope.get("headers", ())
-    }
-
-
-def _same_origin(headers: dict[str, str]) -> bool:
-    """False for a browser request from another site (``Origin`` or Fetch metadata)."""
-    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        return False
-    origin = headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    host = headers.get("host")
-    return host is not None and origin.split("://", 1)[-1] == host
-
-
-async def _read_body(receive: Receive, *, limit: int) -> bytes:
-    body = b""
-    while True:  # ends with the last chunk; bounded by the limit
-        message = await receive()
-        if message["type"] != "http.request":
-            return b""
-        chunk: bytes = message.get("body", b"")
-        body += chunk
-        if len(body) > limit:
-            return b"!"  # not JSON: refused as a bad body
-        if not message.get("more_body", False):
-            return body
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Served on its own, the page has no lifespan work: acknowledge both steps."""
-    while True:  # a lifespan has two steps; the second returns
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-def _json(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode()
-
-
-async def _error(send: Send, status: int, message: str, *, allow: bytes = b"") -> None:
-    headers = [(b"allow", allow)] if allow else []
-    await _respond(send, status, _json({"error": message}), headers=headers)
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    *,
-    content_type: bytes = b"application/json",
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                (b"x-content-type-options", b"nosniff"),
-                (b"content-security-policy", _CSP.encode()),
-                (b"referrer-policy", b"no-referrer"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
