@@ -131,13 +131,10 @@ def bench(backend: str, n: int, rounds: int) -> list[list[str]]:
             if round_number:
                 samples[mode][0].append(spawn_us)
                 samples[mode][1].append(total_us)
-    for tracer_provider, meter_provider in {
-        id(p): p for p in providers.values()
-    }.values():
-        if isinstance(tracer_provider, TracerProvider):
-            tracer_provider.shutdown()
-        if isinstance(meter_provider, MeterProvider):
-            meter_provider.shutdown()
+    used = {id(p): p for pair in providers.values() for p in pair}
+    for provider in used.values():
+        if isinstance(provider, TracerProvider | MeterProvider):
+            provider.shutdown()
     reference = _median(samples["off"][1])
     rows = []
     for mode in MODES:
