@@ -18,7 +18,7 @@ How it works, and why it is correct on both backends: the instrumentation is
 one more listener of the supervisor's :class:`~supervisor.TaskEvent` records
 (:meth:`~supervisor.Supervisor.add_listener`), and listeners are called
 synchronously inside the task whose transition they report. A task runs in a
-copy of its spawner's :mod:`contextvars` context, so at ``task:started`` the
+copy of its spawner's ``contextvars`` context, so at ``task:started`` the
 current OpenTelemetry context is the spawner's: the request's span, when a
 request handler spawned the task. The attempt's span is started there, as a
 child of that span, and attached to the task's own context, so spans that
@@ -95,6 +95,7 @@ from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
 from . import _registry
 from ._events import TaskEvent, _describe
+from ._records import made_here
 from ._supervisor import Supervisor
 from ._version import __version__
 
@@ -137,7 +138,9 @@ def instrument(
         )
     tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
     instruments = _instruments_for(meter_provider)
-    instrumentation = Instrumentation(tracer, instruments, every=supervisor is None)
+    instrumentation = Instrumentation._create(
+        tracer, instruments, every=supervisor is None
+    )
     if supervisor is None:
         _registry.on_register.append(instrumentation._tap)
         for running in _registry.running():
@@ -147,6 +150,7 @@ def instrument(
     return instrumentation
 
 
+@made_here("supervisor.otel.instrument(sup) returns them")
 @attrs.define(eq=False, repr=False)
 class Instrumentation:
     """What :func:`instrument` returns: the handle that turns it off again.
@@ -165,6 +169,10 @@ class Instrumentation:
     _taps: weakref.WeakSet[_Tap] = attrs.field(factory=weakref.WeakSet)
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
     _active: bool = True
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> Instrumentation:
+        raise NotImplementedError  # replaced by made_here
 
     @property
     def active(self) -> bool:

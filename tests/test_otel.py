@@ -433,6 +433,8 @@ def test_instrument_refuses_what_is_not_a_supervisor() -> None:
     """A wrong argument is a TypeError that says what to pass."""
     with pytest.raises(TypeError, match="takes a Supervisor"):
         supervisor.otel.instrument("app")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"instrument\(sup\) returns them"):
+        supervisor.otel.Instrumentation()
 
 
 async def test_abandoned_thread_span_ends_from_shutdown(otel: Telemetry) -> None:
