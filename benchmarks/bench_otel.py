@@ -10,6 +10,9 @@ is one checkpoint, then ``await sup.wait_idle()``. Modes:
   process, which installs nothing);
 * ``uninstrumented``: ``instrument(sup)`` then ``uninstrument()`` before the
   spawns: the supervisor must be back on its quiet path (no events built);
+* ``bare listener``: ``sup.add_listener(lambda event: None)``, no
+  OpenTelemetry: what the supervisor itself pays to build and publish its
+  events once anyone listens (the floor under the next two);
 * ``no-op API``: instrumented with the API's ``NoOpTracerProvider`` and
   ``NoOpMeterProvider``: the listener's own cost, no recording;
 * ``SDK``: an SDK ``TracerProvider`` with a ``BatchSpanProcessor`` (queue
@@ -17,7 +20,7 @@ is one checkpoint, then ``await sup.wait_idle()``. Modes:
   SDK ``MeterProvider`` with an ``InMemoryMetricReader``: what production
   pays, minus the network.
 
-Columns, medians over rounds that alternate the modes (A B C D, A B C D...),
+Columns, medians over rounds that alternate the modes (A B C D E, A B C D E...),
 each run in a fresh event loop after one discarded warm-up per mode:
 **spawn µs/task** (the ``spawn_nowait`` loop alone: no body runs while it
 spins, and the instrumentation works in the task, not at spawn) and **total
@@ -53,7 +56,7 @@ import supervisor.otel
 from supervisor import Supervisor
 
 Body = Callable[[], Coroutine[Any, Any, None]]
-MODES = ("off", "uninstrumented", "no-op API", "SDK")
+MODES = ("off", "uninstrumented", "bare listener", "no-op API", "SDK")
 
 
 class DiscardExporter(SpanExporter):
@@ -65,6 +68,10 @@ class DiscardExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.exported += len(spans)
         return SpanExportResult.SUCCESS
+
+
+def _ignore(event: object) -> None:
+    del event
 
 
 def _providers(n: int) -> dict[str, tuple[Any, Any]]:
@@ -100,7 +107,9 @@ async def _run(
 ) -> tuple[float, float]:
     async with Supervisor(name="bench", history=1000) as sup:
         instrumentation = None
-        if mode != "off":
+        if mode == "bare listener":
+            sup.add_listener(_ignore)
+        elif mode != "off":
             tracer_provider, meter_provider = providers[mode]
             instrumentation = supervisor.otel.instrument(
                 sup, tracer_provider=tracer_provider, meter_provider=meter_provider
