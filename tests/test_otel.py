@@ -464,3 +464,32 @@ async def test_abandoned_thread_span_ends_from_shutdown(otel: Telemetry) -> None
     assert attributes["task.state"] == "cancelled"
     assert attributes["task.abandoned"] is True
     assert not [e for e in logs if e["event"] == "supervisor:listener_failed"]
+
+
+async def test_uninstrumented_supervisor_is_quiet_again(otel: Telemetry) -> None:
+    """After uninstrument() the supervisor is back on its path that builds no events."""
+    async with Supervisor(name="app") as sup:
+        emitter = sup._runner.emitter  # type: ignore[union-attr]
+        assert emitter.quiet
+        instrumentation = otel.instrument(sup)
+        assert not emitter.quiet
+        instrumentation.uninstrument()
+        assert emitter.quiet
+
+
+def test_the_core_never_imports_opentelemetry() -> None:
+    """Running a supervisor, with every integration imported, loads no opentelemetry."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, anyio\n"
+        "import supervisor, supervisor.asgi, supervisor.testing, supervisor.logs\n"
+        "from supervisor import Supervisor\n"
+        "async def main():\n"
+        "    async with Supervisor(name='app') as sup:\n"
+        "        await (await sup.spawn(anyio.sleep, 0)).wait()\n"
+        "anyio.run(main)\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
