@@ -24,7 +24,8 @@ request handler spawned the task. The attempt's span is started there, as a
 child of that span, and attached to the task's own context, so spans that
 the task body creates (an HTTP client's, a database driver's) are children of
 the attempt's span. The terminal event detaches and ends it, in the same
-context.
+context. With ``instrument(..., new_trace=True)`` the attempt's span is a
+root instead, linked to the spawner's span.
 
 Spans, one per attempt, named after the task (``SpanKind.INTERNAL``):
 
@@ -120,6 +121,7 @@ def instrument(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    new_trace: bool = False,
 ) -> Instrumentation:
     """Trace and measure the background tasks of ``supervisor`` (or of all of them).
 
@@ -131,18 +133,28 @@ def instrument(
 
     ``tracer_provider`` and ``meter_provider`` default to the global ones
     (:func:`opentelemetry.trace.set_tracer_provider`), resolved lazily, so
-    this may run before the application configures the SDK. Call it (and
-    ``uninstrument()``) on the supervisor's event loop thread.
+    this may run before the application configures the SDK.
+
+    ``new_trace=True`` starts each task's spans in a trace of their own,
+    linked to the spawner's span instead of children of it: for work that
+    outlives its request by far (hours-long jobs), where a request trace
+    that never ends is a nuisance in the trace viewer.
+
+    Call it (and ``uninstrument()``) on the supervisor's event loop thread.
     """
     if supervisor is not None and not isinstance(supervisor, Supervisor):
         raise TypeError(
             f"instrument() takes a Supervisor (or nothing, for every supervisor), "
             f"got {supervisor!r}"
         )
+    if not isinstance(new_trace, bool):
+        raise TypeError(
+            f"instrument(new_trace=...) takes True or False, got {new_trace!r}"
+        )
     tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
     instruments = _instruments_for(meter_provider)
     instrumentation = Instrumentation._create(
-        tracer, instruments, every=supervisor is None
+        tracer, instruments, every=supervisor is None, new_trace=new_trace
     )
     if supervisor is None:
         _registry.on_register.append(instrumentation._tap)
@@ -167,6 +179,7 @@ class Instrumentation:
     _tracer: trace.Tracer
     _instruments: _Instruments
     _every: bool
+    _new_trace: bool
     # Weak: a tap lives as long as its supervisor (whose emitter holds it),
     # so instrument() for every supervisor keeps none of them alive.
     _taps: weakref.WeakSet[_Tap] = attrs.field(factory=weakref.WeakSet)
@@ -207,7 +220,7 @@ class Instrumentation:
         with self._lock:
             if not self._active or any(t.supervisor is supervisor for t in self._taps):
                 return
-            tap = _Tap(supervisor, self._tracer, self._instruments)
+            tap = _Tap(supervisor, self._tracer, self._instruments, self._new_trace)
             self._taps.add(tap)
         self._instruments.watch(tap)
         supervisor.add_listener(tap)
@@ -252,6 +265,7 @@ class _Tap:
     supervisor: Supervisor
     _tracer: trace.Tracer
     _instruments: _Instruments
+    _new_trace: bool
     # Task id -> its current attempt; popped at the terminal event.
     _attempts: dict[str, _Attempt] = attrs.field(factory=dict)
     # (terminal event, task name) -> tasks so far: the outcome counters read
@@ -294,7 +308,27 @@ class _Tap:
         parent: otel_context.Context,
         start_ns: int | None,
     ) -> None:
-        span = self._tracer.start_span(
+        span = self._start_span(event, attempt, parent, start_ns)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        self._attempts[event.task_id] = _Attempt(
+            span, token, parent, time.time_ns() if start_ns is None else start_ns
+        )
+
+    def _start_span(
+        self,
+        event: TaskEvent,
+        attempt: int,
+        parent: otel_context.Context,
+        start_ns: int | None,
+    ) -> Span:
+        links = None
+        if self._new_trace:
+            # A root span (the rest of the context, baggage, is kept) that
+            # links to the spawner's span, if there was one.
+            spawner = trace.get_current_span(parent).get_span_context()
+            links = [trace.Link(spawner)] if spawner.is_valid else None
+            parent = trace.set_span_in_context(trace.INVALID_SPAN, parent)
+        return self._tracer.start_span(
             event.task_name,
             context=parent,
             attributes={
@@ -303,11 +337,8 @@ class _Tap:
                 "task.name": event.task_name,
                 "task.attempt": attempt,
             },
+            links=links,
             start_time=start_ns,
-        )
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        self._attempts[event.task_id] = _Attempt(
-            span, token, parent, time.time_ns() if start_ns is None else start_ns
         )
 
     def _next_attempt(self, event: TaskEvent, delay: object) -> None:
@@ -338,19 +369,9 @@ class _Tap:
             start_ns = None
             if record is not None:
                 start_ns = int(record.created_at.timestamp() * 1e9)
-            span = self._tracer.start_span(
-                event.task_name,
-                attributes={
-                    "supervisor.name": event.supervisor,
-                    "task.id": event.task_id,
-                    "task.name": event.task_name,
-                    "task.attempt": 0,
-                },
-                start_time=start_ns,
-            )
-            attempt = _Attempt(
-                span, None, otel_context.get_current(), start_ns or time.time_ns()
-            )
+            parent = otel_context.get_current()
+            span = self._start_span(event, 0, parent, start_ns)
+            attempt = _Attempt(span, None, parent, start_ns or time.time_ns())
         self._close(attempt, event)
 
     def _close(self, attempt: _Attempt, event: TaskEvent) -> None:

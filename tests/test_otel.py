@@ -435,6 +435,8 @@ def test_instrument_refuses_what_is_not_a_supervisor() -> None:
         supervisor.otel.instrument("app")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"instrument\(sup\) returns them"):
         supervisor.otel.Instrumentation()
+    with pytest.raises(TypeError, match="True or False"):
+        supervisor.otel.instrument(new_trace="yes")  # type: ignore[arg-type]
 
 
 async def test_abandoned_thread_span_ends_from_shutdown(otel: Telemetry) -> None:
@@ -493,3 +495,35 @@ def test_the_core_never_imports_opentelemetry() -> None:
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_new_trace_links_to_the_spawner(otel: Telemetry) -> None:
+    """new_trace=True: the task's span is a root linked to the spawner's span."""
+
+    async def work() -> None:
+        with otel.tracer.start_as_current_span("inner"):
+            await anyio.lowlevel.checkpoint()
+
+    async with Supervisor(name="app") as sup:
+        supervisor.otel.instrument(
+            sup,
+            tracer_provider=otel.tracer_provider,
+            meter_provider=otel.meter_provider,
+            new_trace=True,
+        )
+        with otel.tracer.start_as_current_span("request") as request:
+            linked = await sup.options(name="linked").spawn(work)
+        alone = await sup.options(name="alone").spawn(ok)
+        await linked.wait()
+        await alone.wait()
+
+    (span,) = otel.spans("linked")
+    (inner,) = otel.spans("inner")
+    assert span.parent is None
+    assert span.context.trace_id != request.get_span_context().trace_id
+    (link,) = span.links
+    assert link.context.span_id == request.get_span_context().span_id
+    assert _parent_id(inner) == span.context.span_id
+    (lone,) = otel.spans("alone")
+    assert lone.parent is None
+    assert not lone.links
