@@ -57,7 +57,9 @@ html_title = "nursery-supervisor"
 nitpicky = True
 # Offline build: objects of other projects cannot be resolved (no
 # intersphinx), so they are named here rather than left as warnings.
-_OTHER_PROJECTS = "anyio|trio|structlog|starlette|fastapi|qakeapi|pytest|_pytest"
+_OTHER_PROJECTS = (
+    "anyio|trio|structlog|starlette|fastapi|qakeapi|pytest|_pytest|opentelemetry"
+)
 _STDLIB = "asyncio|collections|contextlib|contextvars|datetime|enum|logging|re|typing"
 nitpick_ignore_regex = [
     (r"py:.*", rf"({_OTHER_PROJECTS})(\..*)?"),
@@ -97,6 +99,7 @@ RECORDS = frozenset(
         "supervisor.Spawner",
         "supervisor.SupervisorStats",
         "supervisor.TaskOptions",
+        "supervisor.otel.Instrumentation",
     }
 )
 

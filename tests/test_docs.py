@@ -40,7 +40,15 @@ _OPTION = re.compile(r"^:(?P<name>[\w-]+):\s*(?P<value>.*)$")
 
 # Frameworks that only some snippets need; such a snippet is skipped (with
 # the reason) where the framework is not installed.
-_OPTIONAL = ("starlette", "fastapi", "httpx", "qakeapi", "uvicorn", "hypercorn")
+_OPTIONAL = (
+    "starlette",
+    "fastapi",
+    "httpx",
+    "qakeapi",
+    "uvicorn",
+    "hypercorn",
+    "opentelemetry",
+)
 
 # The pages whose examples must run (issue 4): each must have at least one.
 _MUST_RUN = ("tutorial", "concepts", "testing", "logging", "migration")
