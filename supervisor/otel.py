@@ -86,34 +86,24 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from contextvars import Token
 from types import TracebackType
 from typing import Any
 
 import attrs
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
 from . import _registry
 from ._events import TaskEvent, _describe
+from ._otel_metrics import SCOPE, Instruments, instruments_for
 from ._records import made_here
 from ._supervisor import Supervisor
 from ._version import __version__
 
 __all__ = ["Instrumentation", "instrument"]
-
-#: The instrumentation scope of the tracer and the meter.
-SCOPE = "supervisor.otel"
-
-# Seconds; the semantic conventions' request-duration buckets, stretched to
-# the minutes that background work may take.
-_DURATION_BUCKETS = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0, 60.0, 300.0, 900.0,
-)  # fmt: skip
 
 
 def instrument(
@@ -152,7 +142,7 @@ def instrument(
             f"instrument(new_trace=...) takes True or False, got {new_trace!r}"
         )
     tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
-    instruments = _instruments_for(meter_provider)
+    instruments = instruments_for(meter_provider)
     instrumentation = Instrumentation._create(
         tracer, instruments, every=supervisor is None, new_trace=new_trace
     )
@@ -177,7 +167,7 @@ class Instrumentation:
     """
 
     _tracer: trace.Tracer
-    _instruments: _Instruments
+    _instruments: Instruments
     _every: bool
     _new_trace: bool
     # Weak: a tap lives as long as its supervisor (whose emitter holds it),
@@ -264,7 +254,7 @@ class _Tap:
 
     supervisor: Supervisor
     _tracer: trace.Tracer
-    _instruments: _Instruments
+    _instruments: Instruments
     _new_trace: bool
     # Task id -> its current attempt; popped at the terminal event.
     _attempts: dict[str, _Attempt] = attrs.field(factory=dict)
@@ -428,108 +418,3 @@ def _flat(details: Any) -> dict[str, str | int | float | bool]:
         for key, value in details.items()
         if isinstance(value, str | int | float | bool)
     }
-
-
-# -- metrics ---------------------------------------------------------------------
-
-
-class _Instruments:
-    """The instruments of one meter provider, shared by every instrumentation on it.
-
-    OpenTelemetry hands out the first instrument registered under a name and
-    ignores the callbacks of a second registration, so the observable ones
-    read every watched supervisor through one callback each.
-    """
-
-    def __init__(self, meter: metrics.Meter) -> None:
-        self._taps: weakref.WeakSet[_Tap] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        count = "{task}"
-        for state in ("succeeded", "failed", "cancelled"):
-            meter.create_observable_counter(
-                f"supervisor.tasks.{state}",
-                callbacks=[self._observe_outcome(f"task:{state}")],
-                unit=count,
-                description=f"Background tasks that ended {state}.",
-            )
-        self.duration = meter.create_histogram(
-            "supervisor.task.duration",
-            unit="s",
-            description="From a task's first start to its end, retries included.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        )
-        self.queue_wait = meter.create_histogram(
-            "supervisor.task.queue_wait",
-            unit="s",
-            description="From a task's spawn to its first start.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        )
-        meter.create_observable_counter(
-            "supervisor.tasks.spawned",
-            callbacks=[self._observe("spawned")],
-            unit=count,
-            description="Background tasks spawned since the supervisor started.",
-        )
-        for field in ("running", "pending"):
-            meter.create_observable_up_down_counter(
-                f"supervisor.tasks.{field}",
-                callbacks=[self._observe(field)],
-                unit=count,
-                description=f"Background tasks {field} now.",
-            )
-
-    def watch(self, tap: _Tap) -> None:
-        with self._lock:
-            self._taps.add(tap)
-
-    def forget(self, tap: _Tap) -> None:
-        with self._lock:
-            self._taps.discard(tap)
-
-    def _observe(self, field: str) -> Any:
-        def callback(options: CallbackOptions) -> Iterator[Observation]:
-            with self._lock:
-                supervisors = {tap.supervisor for tap in self._taps}
-            # One point per supervisor name: two supervisors sharing a name
-            # add up, as two processes of one app would.
-            totals: dict[str, int] = {}
-            for sup in supervisors:
-                totals[sup.name] = totals.get(sup.name, 0) + getattr(sup.stats(), field)
-            for name, value in totals.items():
-                yield Observation(value, {"supervisor.name": name})
-
-        return callback
-
-    def _observe_outcome(self, event: str) -> Any:
-        def callback(options: CallbackOptions) -> Iterator[Observation]:
-            with self._lock:
-                taps = list(self._taps)
-            totals: dict[tuple[str, str], int] = {}
-            for tap in taps:
-                sup_name = tap.supervisor.name
-                for (name, task_name), value in tap.outcomes().items():
-                    if name == event:
-                        key = (sup_name, task_name)
-                        totals[key] = totals.get(key, 0) + value
-            for (sup_name, task_name), value in totals.items():
-                yield Observation(
-                    value, {"supervisor.name": sup_name, "task.name": task_name}
-                )
-
-        return callback
-
-
-_shared: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-_shared_lock = threading.Lock()
-
-
-def _instruments_for(meter_provider: MeterProvider | None) -> _Instruments:
-    provider = (
-        metrics.get_meter_provider() if meter_provider is None else meter_provider
-    )
-    with _shared_lock:
-        instruments = _shared.get(provider)
-        if instruments is None:
-            meter = metrics.get_meter(SCOPE, __version__, meter_provider=provider)
-            instruments = _shared[provider] = _Instruments(meter)
-        return instruments
