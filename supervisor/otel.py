@@ -8,7 +8,7 @@ One call turns it on::
     ...
     instrumentation.uninstrument()
 
-It needs the ``otel`` extra (``pip install 'nursery-supervisor[otel]'``, the
+It needs the ``otel`` extra (``pip install -e '.[otel]'`` from a checkout, the
 OpenTelemetry API only); the application brings the SDK and its exporters,
 as usual with OpenTelemetry instrumentation. The core never imports this
 module, and a supervisor nobody instruments pays nothing for it: with no
