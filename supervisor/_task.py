@@ -53,6 +53,11 @@ class TaskState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    # Members are singletons compared by identity, so the identity hash is
+    # right, and it is C code: Enum's own __hash__ is a Python call, paid by
+    # every ``state in TERMINAL`` on the hot path.
+    __hash__ = object.__hash__
+
     @property
     def is_terminal(self) -> bool:
         """True for ``SUCCEEDED``, ``FAILED`` and ``CANCELLED``."""
