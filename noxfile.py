@@ -152,15 +152,19 @@ def bench(session: nox.Session) -> None:
     """Spawn cost, throughput and memory against the native nurseries and peers.
 
     ``./dev bench --gate`` exits non-zero when a target is missed (see
-    benchmarks/README.md for the targets and the one known miss on trio);
-    ``--soak`` also runs the storm and the 1M-task soak (``--quick`` for short).
+    benchmarks/README.md for the targets and the known misses);
+    ``--soak`` also runs the storm and the 1M-task soak (``--quick`` for
+    short), ``--otel`` the cost of ``supervisor.otel`` off and on.
     """
     _install(session, "bench")
-    args = [a for a in session.posargs if a != "--soak"]
+    extra = ("--soak", "--otel")
+    args = [a for a in session.posargs if a not in extra]
     session.run("python", "benchmarks/bench_spawn.py", *args)
+    quick = ["--quick"] if "--quick" in session.posargs else []
     if "--soak" in session.posargs:
-        quick = ["--quick"] if "--quick" in session.posargs else []
         session.run("python", "benchmarks/bench_soak.py", *quick)
+    if "--otel" in session.posargs:
+        session.run("python", "benchmarks/bench_otel.py", *quick)
 
 
 @nox.session(python=PYTHON)

@@ -166,7 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--backend", nargs="+", default=["asyncio", "trio"], choices=["asyncio", "trio"]
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="N=2,000 and 2 rounds (a smoke test)"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.rounds = 2_000, 2
     configure_production_logging()
     print(
         f"Python {platform.python_version()}, anyio {metadata.version('anyio')}, "
