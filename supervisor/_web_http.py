@@ -88,7 +88,9 @@ async def respond(
     *,
     content_type: bytes = b"application/json",
     headers: Iterable[tuple[bytes, bytes]] = (),
+    head: bool = False,
 ) -> None:
+    """Send one whole response; ``head``: the headers of ``body``, no body (HEAD)."""
     await send(
         {
             "type": "http.response.start",
@@ -104,4 +106,4 @@ async def respond(
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})

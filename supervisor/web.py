@@ -224,9 +224,8 @@ class _TaskPage:
         if scope["method"] not in ("GET", "HEAD"):
             await http.error(send, 405, "use GET", allow=b"GET, HEAD")
             return
-        if scope["method"] == "HEAD":
-            body = b""
-        await http.respond(send, 200, body, content_type=content_type)
+        head = scope["method"] == "HEAD"
+        await http.respond(send, 200, body, content_type=content_type, head=head)
 
     # -- data -------------------------------------------------------------
 
@@ -239,8 +238,8 @@ class _TaskPage:
         can_cancel = self.options.authorize is not None and await self._allowed(scope)
         data = self._data(sup)
         data["can_cancel"] = can_cancel
-        body = b"" if scope["method"] == "HEAD" else http.to_json(data)
-        await http.respond(send, 200, body)
+        head = scope["method"] == "HEAD"
+        await http.respond(send, 200, http.to_json(data), head=head)
 
     def _supervisor(self) -> Supervisor:
         sup = self.options.supervisor

@@ -190,6 +190,8 @@ async def test_page_and_assets_are_served_with_strict_headers(sup: Supervisor) -
         script = await c.get("/app.js")
         style = await c.get("/app.css")
         head = await c.head("/")
+        api_head = await c.head("/api/tasks")
+        api = await c.get("/api/tasks")
     assert html.status_code == 200
     assert html.headers["content-type"] == "text/html; charset=utf-8"
     assert "<h1>&lt;Ops &amp; co&gt;</h1>" in html.text
@@ -200,6 +202,11 @@ async def test_page_and_assets_are_served_with_strict_headers(sup: Supervisor) -
     assert style.headers["content-type"].startswith("text/css")
     assert head.status_code == 200
     assert head.content == b""
+    # HEAD tells the length GET would send (RFC 9110), without the body.
+    assert head.headers["content-length"] == str(len(html.content))
+    assert api_head.content == b""
+    assert int(api_head.headers["content-length"]) > 0
+    assert api.headers["content-type"] == "application/json"
     for response in (html, script, style):
         assert "script-src 'self'" in response.headers["content-security-policy"]
         assert response.headers["x-content-type-options"] == "nosniff"
