@@ -31,8 +31,6 @@
   }
 
   function cancelButton(task) {
-    const cell = el("td", null, "action");
-    if (!canCancel) return cell;
     const button = el("button", "Cancel");
     button.type = "button";
     button.setAttribute("aria-label", "Cancel task " + task.task_id);
@@ -57,37 +55,58 @@
       }
       poll();
     });
-    cell.appendChild(button);
-    return cell;
+    return button;
   }
 
-  function fillTable(id, rows, more, makeRow) {
+  // One row per task id, kept from poll to poll and updated in place: a
+  // row rebuilt at every poll would replace the Cancel button under a
+  // person's pointer (a click whose press and release land on two
+  // different buttons is lost), and the selection of an id with it.
+  // cells(item) gives the row's texts; the last cell holds the button when
+  // cancellable(item) and the page may cancel.
+  function fillTable(id, items, more, cells, cancellable) {
     const table = document.getElementById(id);
     const body = table.tBodies[0];
-    body.replaceChildren(...rows.map(makeRow));
+    const kept = new Map();
+    for (const row of Array.from(body.rows)) {
+      if (row.dataset.taskId) kept.set(row.dataset.taskId, row);
+    }
+    const rows = items.map(function (item) {
+      const texts = cells(item);
+      let row = kept.get(item.task_id);
+      if (row === undefined) {
+        row = el("tr");
+        row.dataset.taskId = item.task_id;
+        texts.forEach((_, i) => row.appendChild(el("td", null, i === 0 ? "name" : null)));
+        row.cells[1].className = "id";
+        row.appendChild(el("td", null, "action"));
+      }
+      texts.forEach(function (text, i) {
+        const cell = row.cells[i];
+        const value = text === null || text === undefined ? "" : String(text);
+        if (cell.textContent !== value) cell.textContent = value;
+      });
+      const action = row.cells[texts.length];
+      const wanted = canCancel && cancellable(item);
+      if (wanted && action.firstChild === null) action.appendChild(cancelButton(item));
+      if (!wanted && action.firstChild !== null) action.replaceChildren();
+      return row;
+    });
     if (more > 0) {
       const row = el("tr");
       const cell = el("td", "… and " + more + " more", "more");
       cell.colSpan = table.tHead.rows[0].cells.length;
       row.appendChild(cell);
-      body.appendChild(row);
+      rows.push(row);
     }
-    table.classList.toggle("hidden", rows.length === 0);
-    document.getElementById(id + "-empty").classList.toggle("hidden", rows.length > 0);
+    const current = Array.from(body.rows);
+    const same = current.length === rows.length && current.every((row, i) => row === rows[i]);
+    if (!same) body.replaceChildren(...rows);
+    table.classList.toggle("hidden", items.length === 0);
+    document.getElementById(id + "-empty").classList.toggle("hidden", items.length > 0);
   }
 
-  function taskRow(task, since, now) {
-    const row = el("tr");
-    row.dataset.taskId = task.task_id;
-    row.append(
-      el("td", task.name, "name"),
-      el("td", task.task_id, "id"),
-      el("td", task.attempts),
-      el("td", seconds(since, now)),
-      cancelButton(task),
-    );
-    return row;
-  }
+  const always = () => true;
 
   function failure(task) {
     const box = el("article", null, "failure");
@@ -116,25 +135,27 @@
         return item;
       }),
     );
-    fillTable("running", data.running, data.truncated.running, (t) =>
-      taskRow(t, t.started_at, now),
+    fillTable(
+      "running",
+      data.running,
+      data.truncated.running,
+      (t) => [t.name, t.task_id, t.attempts, seconds(t.started_at, now)],
+      always,
     );
-    fillTable("pending", data.pending, data.truncated.pending, (t) =>
-      taskRow(t, t.created_at, now),
+    fillTable(
+      "pending",
+      data.pending,
+      data.truncated.pending,
+      (t) => [t.name, t.task_id, t.attempts, seconds(t.created_at, now)],
+      always,
     );
-    fillTable("services", data.services, data.truncated.services, function (s) {
-      const row = el("tr");
-      row.dataset.taskId = s.task_id;
-      row.append(
-        el("td", s.name, "name"),
-        el("td", s.task_id, "id"),
-        el("td", s.state),
-        el("td", s.restart),
-        el("td", s.restarts),
-        s.state === "running" || s.state === "pending" ? cancelButton(s) : el("td"),
-      );
-      return row;
-    });
+    fillTable(
+      "services",
+      data.services,
+      data.truncated.services,
+      (s) => [s.name, s.task_id, s.state, s.restart, s.restarts],
+      (s) => s.state === "running" || s.state === "pending",
+    );
     // Failures are redrawn only when they change, so that a person can
     // select and copy a traceback between polls.
     const failuresKey = JSON.stringify([data.failures, data.truncated.failures]);

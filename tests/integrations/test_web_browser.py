@@ -160,11 +160,10 @@ def _failure(driver: Any, task_id: str) -> tuple[str, str] | None:
     return None if found is None else (found[0], found[1])
 
 
-def _click_cancel(driver: Any, task_id: str) -> bool:
-    driver.find_element(
+def _cancel_button(driver: Any, task_id: str) -> Any:
+    return driver.find_element(
         "css selector", f'#running tr[data-task-id="{task_id}"] button'
-    ).click()
-    return True
+    )
 
 
 @pytest.mark.parametrize(
@@ -238,7 +237,17 @@ def test_a_person_watches_tasks_start_fail_finish_and_cancels_one(
     # A person cancels a task from the page.
     doomed = post("/spawn/block")
     _until(browser, "the second task", lambda d: _rows(d, "running").get(doomed))
-    _until(browser, "a cancel button", lambda d: _click_cancel(d, doomed))
+    button = _until(browser, "a cancel button", lambda d: _cancel_button(d, doomed))
+    # Rows are kept from poll to poll: the button a person aims at is still
+    # the one on the page several polls later (a rebuilt row would lose the
+    # click, and makes this reference stale).
+    shown = browser.find_element(by, "#status").text
+
+    def later_polls(d: Any) -> bool:
+        return bool(d.find_element(by, "#status").text != shown)
+
+    _until(browser, "later polls", later_polls)
+    button.click()
     _until(browser, "the cancelled count", lambda d: _stat(d, "cancelled") == "1")
     _until(browser, "it gone", lambda d: doomed not in _rows(d, "running"))
     state = httpx.get(f"{server.url}/tasks/api/tasks", timeout=5).json()
