@@ -216,7 +216,12 @@ class _TaskPage:
             else:
                 await http.error(send, 405, "use POST", allow=b"POST")
         else:
-            await http.error(send, 404, f"no such page: {route!r}")
+            await http.error(
+                send,
+                404,
+                f"no such page: {route!r}; the task page is at {root + '/'!r} and "
+                f"its data at {root + '/api/tasks'!r}",
+            )
 
     async def _get_only(
         self, scope: Scope, send: Send, body: bytes, content_type: bytes
@@ -352,9 +357,15 @@ class _TaskPage:
                 "(a cross-site form cannot)",
             )
         if not http.same_origin(headers):
-            return 403, "cross-site request refused"
+            return 403, (
+                "cross-site request refused: cancel from the task page itself "
+                "(same origin)"
+            )
         if not await self._allowed(scope):
-            return 403, "not allowed to cancel tasks"
+            return 403, (
+                "not allowed to cancel tasks: the app's authorize() callable "
+                "refused this request"
+            )
         body = await http.read_body(receive, limit=4096)
         try:
             payload = json.loads(body or b"{}")

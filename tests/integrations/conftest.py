@@ -39,11 +39,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def uvicorn_command(app: str, port: int) -> list[str]:
+def uvicorn_command(app: str, port: int, app_dir: Path = EXAMPLES) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", app,
         "--host", "127.0.0.1", "--port", str(port),
-        "--app-dir", str(EXAMPLES), "--lifespan", "on",
+        "--app-dir", str(app_dir), "--lifespan", "on",
     ]  # fmt: skip
 
 
@@ -52,6 +52,25 @@ def hypercorn_command(app: str, port: int, worker_class: str) -> list[str]:
         sys.executable, "-m", "hypercorn", app,
         "--worker-class", worker_class, "--bind", f"127.0.0.1:{port}",
     ]  # fmt: skip
+
+
+#: The test-only apps (``apps/*.py``); tests serve them with ``PYTHONPATH``
+#: set to it, so that hypercorn (which has no ``--app-dir``) finds them too.
+APPS = Path(__file__).resolve().parent / "apps"
+
+Command = Callable[[int], list[str]]
+
+
+def app_servers(app: str) -> tuple[Command, Command]:
+    """Commands serving ``apps/<app>`` under uvicorn (asyncio) and hypercorn (trio)."""
+
+    def uvicorn(port: int) -> list[str]:
+        return uvicorn_command(app, port, APPS)
+
+    def hypercorn_trio(port: int) -> list[str]:
+        return [*hypercorn_command(app, port, "trio"), "--graceful-timeout", "1"]
+
+    return uvicorn, hypercorn_trio
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

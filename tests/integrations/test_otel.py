@@ -11,36 +11,21 @@ trace, and the task's span must say it succeeded.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import ServeFactory, outcomes
+from .conftest import APPS, ServeFactory, app_servers, outcomes
 
 pytest.importorskip("httpx")
 pytest.importorskip("opentelemetry.sdk")
 
-APPS = Path(__file__).resolve().parent / "apps"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN_ID = "00f067aa0ba902b7"
 
 
-def _uvicorn(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "uvicorn", "otel_app:app",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--app-dir", str(APPS), "--lifespan", "on",
-    ]  # fmt: skip
-
-
-def _hypercorn_trio(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "hypercorn", "otel_app:app",
-        "--worker-class", "trio", "--bind", f"127.0.0.1:{port}",
-        "--graceful-timeout", "1",
-    ]  # fmt: skip
+_uvicorn, _hypercorn_trio = app_servers("otel_app:app")
 
 
 def _spans(path: Path) -> list[dict[str, Any]]:

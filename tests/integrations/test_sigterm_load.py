@@ -12,19 +12,16 @@ must exit within the shutdown timeout plus a small bound.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from .conftest import EXIT_BOUND, ServeFactory, events, outcomes
+from .conftest import APPS, EXIT_BOUND, ServeFactory, app_servers, events, outcomes
 
 pytest.importorskip("httpx")
 
 from ._load import Load
 
-APPS = Path(__file__).resolve().parent / "apps"
 SHUTDOWN_TIMEOUT = 1.0
 KINDS = ("quick", "long", "fail", "quick", "sync")
 EXPECTED = {
@@ -35,20 +32,7 @@ EXPECTED = {
 }
 
 
-def _uvicorn(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "uvicorn", "load_app:app",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--app-dir", str(APPS), "--lifespan", "on",
-    ]  # fmt: skip
-
-
-def _hypercorn_trio(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "hypercorn", "load_app:app",
-        "--worker-class", "trio", "--bind", f"127.0.0.1:{port}",
-        "--graceful-timeout", "1",
-    ]  # fmt: skip
+_uvicorn, _hypercorn_trio = app_servers("load_app:app")
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ Skipped, saying what to install, where no Chromium or chromedriver is found;
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import EXIT_BOUND, ServeFactory
+from .conftest import APPS, EXIT_BOUND, ServeFactory, app_servers
 
-APPS = Path(__file__).resolve().parent / "apps"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # As in apps/web_app.py (not imported: importing it configures logging).
 HOSTILE_NAME = "<img src=x onerror=\"window.pwned='name'\">"
@@ -92,20 +90,7 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-def _uvicorn(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "uvicorn", "web_app:app",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--app-dir", str(APPS), "--lifespan", "on",
-    ]  # fmt: skip
-
-
-def _hypercorn_trio(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "hypercorn", "web_app:app",
-        "--worker-class", "trio", "--bind", f"127.0.0.1:{port}",
-        "--graceful-timeout", "1",
-    ]  # fmt: skip
+_uvicorn, _hypercorn_trio = app_servers("web_app:app")
 
 
 def _until(driver: Any, what: str, condition: Callable[[Any], Any]) -> Any:

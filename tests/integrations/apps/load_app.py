@@ -9,13 +9,12 @@ bounds the drain. Runs on asyncio (uvicorn) and trio (hypercorn's worker).
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from typing import Any
 
 import anyio
 import anyio.to_thread
+from _reply import respond  # apps/ is on sys.path (uvicorn --app-dir, PYTHONPATH)
 
 from supervisor import SupervisorClosed, add_background_task, current_supervisor
 from supervisor.asgi import Receive, Scope, Send, SupervisorMiddleware
@@ -68,17 +67,6 @@ async def spawn(kind: str) -> str | None:
     if kind == "sync":
         return await anyio.to_thread.run_sync(_spawn_sync_from_thread, _count)
     return None
-
-
-async def respond(send: Send, status: int, body: dict[str, Any]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
 async def inner_app(scope: Scope, receive: Receive, send: Send) -> None:

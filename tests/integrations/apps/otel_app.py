@@ -16,9 +16,9 @@ import json
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import anyio
+from _reply import respond  # apps/ is on sys.path (uvicorn --app-dir, PYTHONPATH)
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -87,17 +87,6 @@ async def render_report(n: int) -> int:
     with tracer.start_as_current_span("render"):
         await anyio.sleep(0.001)
     return n
-
-
-async def respond(send: Send, status: int, body: dict[str, Any]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
 async def inner_app(scope: Scope, receive: Receive, send: Send) -> None:
